@@ -1,0 +1,22 @@
+"""zray: Ray Core's API (tasks, actors, futures) on ZeroMQ brokers.
+
+    import zray as ray
+    ray.init()
+    @ray.remote
+    def f(x): return x * 2
+    ray.get([f.remote(i) for i in range(4)])   # [0, 2, 4, 6]
+"""
+from . import exceptions
+from ._api import (available_resources, cancel, cluster_resources, get, get_actor, get_gpu_ids, init,
+                   is_initialized, kill, nodes, put, remote, shutdown, wait)
+from ._object_ref import ObjectRef
+from ._runtime_context import get_runtime_context
+from .actor import ActorClass, ActorHandle, method
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ActorClass", "ActorHandle", "ObjectRef", "available_resources", "cancel", "cluster_resources",
+    "exceptions", "get", "get_actor", "get_gpu_ids", "get_runtime_context", "init", "is_initialized",
+    "kill", "method", "nodes", "put", "remote", "shutdown", "wait",
+]

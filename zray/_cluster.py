@@ -1,0 +1,66 @@
+"""The embedded local cluster that zray.init() starts: a head broker and a node
+broker as child processes, in a 0700 session directory, tied to this process's
+life by a pipe (if this process dies, even by SIGKILL, the pipe closes and the
+brokers, then their workers, exit and remove the directory).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+from ._config import CONFIG
+
+
+class LocalCluster:
+    def __init__(self, resources: dict, num_workers: int | None = None) -> None:
+        self.resources = resources
+        self.num_workers = num_workers
+        self.session_dir = tempfile.mkdtemp(prefix="zray-")   # mode 0700
+        self.head_address = f"ipc://{self.session_dir}/head.sock"
+        self.node_address = f"ipc://{self.session_dir}/node.sock"
+        self._procs: list[subprocess.Popen] = []
+        self._life_w: int | None = None
+
+    def start(self) -> None:
+        life_r, self._life_w = os.pipe()
+        os.set_inheritable(self._life_w, False)
+        env = dict(os.environ)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        try:
+            common = ["--session-dir", self.session_dir, "--parent-fd", str(life_r), "--cleanup-dir"]
+            self._procs.append(subprocess.Popen(
+                [sys.executable, "-m", "zray.brokers.head", *common], pass_fds=[life_r], env=env,
+                stdin=subprocess.DEVNULL))
+            node_cmd = [sys.executable, "-m", "zray.brokers.node", *common, "--head", self.head_address,
+                        "--resources", json.dumps(self.resources)]
+            if self.num_workers is not None:
+                node_cmd += ["--workers", str(self.num_workers)]
+            self._procs.append(subprocess.Popen(node_cmd, pass_fds=[life_r], env=env,
+                                                stdin=subprocess.DEVNULL))
+        except BaseException:
+            self.stop()
+            raise
+        finally:
+            os.close(life_r)
+
+    def stop(self) -> None:
+        """Stop both brokers (and so every worker) and remove the session dir. Idempotent."""
+        if self._life_w is not None:
+            os.close(self._life_w)   # EOF on the life pipe: the brokers shut down
+            self._life_w = None
+        for proc in self._procs:
+            try:
+                proc.wait(CONFIG.stop_grace_s * 2)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self._procs.clear()
+        shutil.rmtree(self.session_dir, ignore_errors=True)
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self._procs]

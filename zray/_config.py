@@ -1,0 +1,52 @@
+"""Every tunable of zray in one frozen dataclass, each overridable by ZRAY_<NAME>."""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    # Values whose pickle is at most this many bytes travel inside messages.
+    inline_threshold: int = 100 * 1024
+    # A batch message carries at most this many tasks or results (one syscall each
+    # side instead of one per task: 20x on async submit, see DESIGN.md section 5).
+    max_batch: int = 512
+    # Node broker -> head broker heartbeat period, and how many missed beats kill a node.
+    heartbeat_s: float = 0.5
+    heartbeat_misses: int = 10
+    # Resource updates to the head are coalesced to at most one per this period.
+    resource_update_s: float = 0.02
+    # Extra workers (started while others block in get) idle this long are stopped.
+    idle_worker_timeout_s: float = 5.0
+    # Cap on task workers per node, counting those blocked in get().
+    max_workers_per_node: int = 64
+    # How long init() waits for the brokers to come up.
+    start_timeout_s: float = 15.0
+    # How long shutdown waits for a process to exit before it kills it.
+    stop_grace_s: float = 2.0
+    # A task whose resources no node can ever provide is reported after this long.
+    infeasible_warning_s: float = 0.5
+    # Async actors run at most this many calls at once unless max_concurrency says.
+    async_actor_max_concurrency: int = 1000
+
+    @classmethod
+    def from_env(cls) -> "Config":
+        """The defaults, overridden by ZRAY_<FIELD> environment variables."""
+        values = {}
+        for field in dataclasses.fields(cls):
+            raw = os.environ.get("ZRAY_" + field.name.upper())
+            if raw is None:
+                continue
+            kind = type(field.default)
+            try:
+                values[field.name] = kind(raw)
+            except ValueError as exc:
+                raise ValueError(
+                    f"environment variable ZRAY_{field.name.upper()}={raw!r} is not a valid "
+                    f"{kind.__name__}"
+                ) from exc
+        return cls(**values)
+
+
+CONFIG = Config.from_env()

@@ -1,0 +1,36 @@
+"""What is running in this thread or coroutine: the task, the actor, its resources.
+
+A ContextVar, so that the concurrent calls of a threaded or async actor each see
+their own task.
+"""
+from __future__ import annotations
+
+import contextvars
+from typing import Any
+
+
+class TaskContext:
+    __slots__ = ("task_id", "name", "actor_id", "resources", "gpus", "prefix_name")
+
+    def __init__(self, task_id: bytes | None, name: str, actor_id: bytes | None, resources: dict,
+                 gpus: list, prefix_name: str) -> None:
+        self.task_id = task_id
+        self.name = name
+        self.actor_id = actor_id
+        self.resources = resources
+        self.gpus = gpus
+        self.prefix_name = prefix_name
+
+
+_var: contextvars.ContextVar[Any] = contextvars.ContextVar("zray_task", default=None)
+_actor: list = [None]  # the actor context of this process, once it has one
+
+
+def set_context(ctx: TaskContext | None) -> None:
+    _var.set(ctx)
+    if ctx is not None and ctx.actor_id is not None:
+        _actor[0] = ctx
+
+
+def current_context() -> TaskContext | None:
+    return _var.get() or _actor[0]

@@ -1,0 +1,75 @@
+"""ObjectRef: the future of a task's result or of a put value.
+
+A ref counts itself in its process's object table while it lives; when the last
+one anywhere is gone, the object is freed. Pickling a ref (inside a task's args,
+a return value or a put value) makes whoever holds the pickle a borrower.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from typing import Any
+
+from . import _serialization
+
+
+class ObjectRef:
+    """A future of one object. `zray.get(ref)` blocks for its value; `await ref`
+    and `ref.future()` give it asynchronously.
+
+    >>> ref = zray.put(41)
+    >>> zray.get(ref) + 1
+    42
+    """
+    __slots__ = ("_id", "_owner", "_rt", "__weakref__")
+
+    def __init__(self, object_id: bytes, owner: bytes, runtime: Any) -> None:
+        # The caller has counted this ref in runtime.table already.
+        self._id = object_id
+        self._owner = owner
+        self._rt = runtime
+
+    def __del__(self) -> None:
+        try:
+            self._rt.on_ref_deleted(self._id)
+        except Exception:  # interpreter shutdown: the runtime is half gone
+            pass
+
+    def binary(self) -> bytes:
+        return self._id
+
+    def hex(self) -> str:
+        return self._id.hex()
+
+    def task_id(self) -> str:
+        return self._id[:16].hex()
+
+    def __repr__(self) -> str:
+        return f"ObjectRef({self._id.hex()})"
+
+    def __hash__(self) -> int:
+        return hash(self._id)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ObjectRef) and other._id == self._id
+
+    def __reduce__(self):
+        refs = _serialization.collecting()
+        if refs is not None:
+            refs.append((self._id, self._owner))
+        return (_rebuild_ref, (self._id, self._owner))
+
+    def future(self) -> concurrent.futures.Future:
+        """A concurrent.futures.Future that completes with the object's value."""
+        return self._rt.future_of(self)
+
+    def __await__(self):
+        return asyncio.wrap_future(self.future()).__await__()
+
+    def as_future(self) -> "asyncio.Future[Any]":
+        return asyncio.wrap_future(self.future())
+
+
+def _rebuild_ref(object_id: bytes, owner: bytes) -> ObjectRef:
+    from . import _runtime
+    return _runtime.current().adopt_ref(object_id, owner)

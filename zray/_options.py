@@ -1,0 +1,69 @@
+"""The options of @remote and .options(): their names, checks, and defaults (Ray's)."""
+from __future__ import annotations
+
+from typing import Any
+
+_COMMON = {"num_cpus", "num_gpus", "resources", "memory", "name", "namespace", "runtime_env",
+           "scheduling_strategy", "accelerator_type", "label_selector", "_metadata"}
+TASK_OPTIONS = _COMMON | {"num_returns", "max_retries", "retry_exceptions", "max_calls"}
+ACTOR_OPTIONS = _COMMON | {"max_restarts", "max_task_retries", "max_concurrency", "lifetime",
+                           "get_if_exists", "max_pending_calls", "concurrency_groups",
+                           "enable_task_events", "object_store_memory"}
+METHOD_OPTIONS = {"num_returns", "name", "max_task_retries", "retry_exceptions",
+                  "concurrency_group", "enable_task_events"}
+
+
+def check(options: dict, allowed: set, what: str) -> dict:
+    """`options` validated; ValueError/TypeError naming the bad option."""
+    for key in options:
+        if key not in allowed:
+            raise ValueError(f"Invalid option keyword {key!r} for {what}. "
+                             f"Valid ones are: {', '.join(sorted(k for k in allowed if not k.startswith('_')))}.")
+    for key in ("num_cpus", "num_gpus", "memory"):
+        v = options.get(key)
+        if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0):
+            raise ValueError(f"{key} must be a non-negative number, got {v!r} for {what}.")
+    res = options.get("resources")
+    if res is not None:
+        if not isinstance(res, dict):
+            raise TypeError(f"resources must be a dict of name -> amount, got {type(res).__name__} for {what}.")
+        for k, v in res.items():
+            if k in ("CPU", "GPU"):
+                raise ValueError(f"Use num_cpus/num_gpus instead of resources={{{k!r}: ...}} for {what}.")
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
+                raise ValueError(f"resource {k!r} must be a non-negative number, got {v!r} for {what}.")
+    n = options.get("num_returns")
+    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 0):
+        raise ValueError(f"num_returns must be a non-negative integer, got {n!r} for {what}.")
+    for key in ("max_retries", "max_restarts", "max_task_retries"):
+        v = options.get(key)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < -1):
+            raise ValueError(f"{key} must be an integer >= -1 (-1: forever), got {v!r} for {what}.")
+    mc = options.get("max_concurrency")
+    if mc is not None and (not isinstance(mc, int) or isinstance(mc, bool) or mc < 1):
+        raise ValueError(f"max_concurrency must be a positive integer, got {mc!r} for {what}.")
+    re = options.get("retry_exceptions")
+    if re is not None and not isinstance(re, bool):
+        if not isinstance(re, (list, tuple)) or not all(
+                isinstance(t, type) and issubclass(t, BaseException) for t in re):
+            raise TypeError(f"retry_exceptions must be a bool or a list of exception types for {what}.")
+    lt = options.get("lifetime")
+    if lt not in (None, "detached", "non_detached"):
+        raise ValueError(f"lifetime must be 'detached' or 'non_detached', got {lt!r} for {what}.")
+    name = options.get("name")
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"name must be a string, got {type(name).__name__} for {what}.")
+    return options
+
+
+def resources_of(options: dict, default_cpus: float) -> dict:
+    """The resource request: {"CPU": .., "GPU": .., custom...}, zeros dropped."""
+    cpus = options.get("num_cpus")
+    res: dict[str, Any] = {"CPU": default_cpus if cpus is None else cpus}
+    if options.get("num_gpus"):
+        res["GPU"] = options["num_gpus"]
+    if options.get("memory"):
+        res["memory"] = options["memory"]
+    for k, v in (options.get("resources") or {}).items():
+        res[k] = v
+    return {k: float(v) for k, v in res.items() if v}

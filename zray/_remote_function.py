@@ -1,0 +1,113 @@
+"""@remote on functions: RemoteFunction, .options(), .remote()."""
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import Any, Callable
+
+from . import _options
+from . import _protocol as P
+from . import _serialization as S
+from ._ids import object_id
+
+
+class RemoteFunction:
+    """A function that runs as a task: `f.remote(*args)` returns ObjectRef(s) at once.
+
+    >>> @zray.remote
+    ... def add(a, b): return a + b
+    >>> zray.get(add.remote(1, 2))
+    3
+    """
+
+    def __init__(self, function: Callable, options: dict) -> None:
+        if inspect.iscoroutinefunction(function):
+            raise TypeError(f"'{function.__qualname__}' is an async function; remote functions must be "
+                            "plain functions (use an async actor for coroutines).")
+        self._function = function
+        self._options = _options.check(dict(options), _options.TASK_OPTIONS,
+                                       f"remote function {function.__qualname__}")
+        self._name = getattr(function, "__qualname__", repr(function))
+        self._signature = _signature(function)
+        self._func_id: bytes | None = None
+        self._blob: bytes | None = None
+        self._prepared: dict[int, tuple] = {}
+        functools.update_wrapper(self, function)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(f"Remote functions cannot be called directly. Instead of running "
+                        f"'{self._name}()', try '{self._name}.remote()'.")
+
+    def __reduce__(self):
+        return (RemoteFunction, (self._function, self._options))
+
+    def options(self, **options: Any) -> "_Bound":
+        """This function with some options changed, for the next .remote() call."""
+        merged = {**self._options, **options}
+        _options.check(merged, _options.TASK_OPTIONS, f"remote function {self._name}")
+        return _Bound(self, merged)
+
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        return self._remote(args, kwargs, self._options)
+
+    def bind(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError("zray has no DAG API yet (.bind); call .remote()")
+
+    def _ensure_pickled(self) -> tuple[bytes, bytes]:
+        if self._func_id is None:
+            try:
+                self._func_id, self._blob = S.dumps_function(self._function)
+            except Exception as exc:
+                raise TypeError(S.describe_pickling_error(
+                    f"the remote function {self._name}", self._function, exc)) from exc
+        return self._func_id, self._blob
+
+    def _remote(self, args: tuple, kwargs: dict, options: dict) -> Any:
+        from ._api import _runtime_or_init
+        rt = _runtime_or_init()
+        if self._signature is not None:
+            try:
+                self._signature.bind(*args, **kwargs)
+            except TypeError as exc:
+                raise TypeError(f"wrong arguments for remote function {self._name}: {exc}") from None
+        func_id, blob = self._ensure_pickled()
+        rt.ensure_function(func_id, blob)
+        prepared = self._prepared.get(id(options))
+        if prepared is None or prepared[0] is not options:
+            retry_exc = options.get("retry_exceptions", False)
+            if isinstance(retry_exc, (list, tuple)):
+                retry_exc = S.dumps(list(retry_exc))[0]
+            prepared = (options, _options.resources_of(options, 1), options.get("num_returns", 1),
+                        options.get("max_retries", 3), retry_exc, options.get("name") or self._name)
+            self._prepared[id(options)] = prepared
+        _, res, nret, retries, retry_exc, name = prepared
+        task_id = rt.ids.task_id()
+        oids = [object_id(task_id, i) for i in range(nret)]
+        refs = rt.new_refs(oids)
+        args_blob, deps, held = rt.serialize_args(args, kwargs, f"remote function {self._name}")
+        spec = [task_id, rt.ident, func_id, args_blob, None, nret, res, retries, retry_exc, name,
+                None, None, None]
+        rt.submit(spec, deps, held, oids, None)
+        if nret == 1:
+            return refs[0]
+        return None if nret == 0 else refs
+
+
+class _Bound:
+    """A RemoteFunction with options set by .options()."""
+
+    def __init__(self, fn: RemoteFunction, options: dict) -> None:
+        self._fn, self._options = fn, options
+
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        return self._fn._remote(args, kwargs, self._options)
+
+    def options(self, **options: Any) -> "_Bound":
+        return self._fn.options(**{**self._options, **options})
+
+
+def _signature(function: Callable) -> inspect.Signature | None:
+    try:
+        return inspect.signature(function)
+    except (TypeError, ValueError):
+        return None

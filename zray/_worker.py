@@ -1,0 +1,418 @@
+"""A worker process: runs tasks one at a time, or hosts one actor (sync, threaded
+or async), on the main thread, fed by the runtime's I/O thread.
+
+Started by the node's zygote (a fork), so it shares the node's imports. It exits
+when the node broker tells it to, or when the node's life pipe closes.
+"""
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+import queue
+import signal
+import sys
+import threading
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from . import _protocol as P
+from . import _runtime
+from . import _serialization as S
+from ._context import TaskContext, set_context, current_context
+from ._object_ref import ObjectRef
+from .exceptions import ActorDiedError, TaskCancelledError
+
+_STOP = object()
+
+
+class _ActorExit(BaseException):
+    """Raised by exit_actor(); ends the actor after the current call."""
+
+
+class _Output:
+    """sys.stdout/sys.stderr of a worker: lines go to the driver, prefixed with the
+    task or actor and pid, as Ray prints them."""
+
+    def __init__(self, rt: _runtime.Runtime, is_err: bool) -> None:
+        self._rt, self._is_err = rt, is_err
+        self._buf = ""
+        self._lock = threading.Lock()
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            self._buf += text
+            if "\n" in self._buf:
+                lines, self._buf = self._buf.rsplit("\n", 1)
+                self._emit(lines)
+        return len(text)
+
+    def flush(self) -> None:
+        with self._lock:
+            if self._buf:
+                self._emit(self._buf)
+                self._buf = ""
+
+    def _emit(self, text: str) -> None:
+        ctx = current_context()
+        who = ctx.prefix_name if ctx is not None else "worker"
+        self._rt.send(P.LOG, f"({who} pid={os.getpid()})", text, self._is_err)
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        raise OSError("a zray worker's output is forwarded, it has no file descriptor")
+
+
+class Worker:
+    def __init__(self, rt: _runtime.Runtime, worker_id: bytes, actor_id: bytes | None, gpus: list) -> None:
+        self.rt = rt
+        self.worker_id = worker_id
+        self.actor_id = actor_id
+        self.actor_gpus = gpus
+        self.blobs: dict[bytes, bytes] = {}
+        self.funcs: dict[bytes, Any] = {}
+        self.inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self.current_task: bytes | None = None
+        self.cancelled: set[bytes] = set()
+        self.instance: Any = None
+        self.actor_spec: list | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.pool: ThreadPoolExecutor | None = None
+        self.async_tasks: dict[bytes, asyncio.Task] = {}
+        self.stopping = False
+
+    # -- called in the I/O thread --------------------------------------------------
+    def on_tasks(self, specs: list, funcs: dict) -> None:
+        if funcs:
+            self.blobs.update(funcs)
+        for spec in specs:
+            self._deliver(spec)
+
+    def on_create_actor(self, spec: list) -> None:
+        self._deliver(spec)
+
+    def _deliver(self, item: Any) -> None:
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(self._start_async_call, item)
+        else:
+            self.inbox.put(item)
+
+    def on_cancel(self, task_id: bytes) -> None:
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(self._cancel_async, task_id)
+            return
+        self.cancelled.add(task_id)
+        if self.current_task == task_id:
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)
+
+    def on_shutdown(self) -> None:
+        self.stopping = True
+        self._deliver(_STOP)
+
+    # -- main thread ---------------------------------------------------------------
+    def run(self) -> None:
+        signal.signal(signal.SIGUSR1, self._on_cancel_signal)
+        while True:
+            item = self.inbox.get()
+            if item is _STOP:
+                break
+            if len(item) == P.ACTOR_FIELDS:
+                self._create_actor(item)
+                if self.loop is not None:  # an async actor: the loop runs from now on
+                    self._run_async()
+                    break
+                continue
+            if self.pool is not None:
+                self.pool.submit(self._run_call, item)
+            elif self.actor_spec is not None:
+                if self._run_call(item):
+                    break
+            else:
+                self._run_task(item)
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
+
+    def _on_cancel_signal(self, signum, frame) -> None:
+        task = self.current_task
+        if task is not None and task in self.cancelled:
+            raise TaskCancelledError(task.hex())
+
+    def function(self, func_id: bytes) -> Any:
+        fn = self.funcs.get(func_id)
+        if fn is None:
+            blob = self.blobs.pop(func_id, None)
+            if blob is None:
+                raise RuntimeError(f"function {func_id.hex()} was never sent to this worker")
+            fn = self.funcs[func_id] = S.loads(blob)
+        return fn
+
+    def _args(self, spec: list) -> tuple[list, dict]:
+        args, kwargs = S.loads(spec[P.T_ARGS])
+        slots = spec[P.T_SLOTS]
+        if slots:
+            values = [S.loads(blob) for _i, blob in slots]
+            args = [values[a.index] if type(a) is _runtime._Slot else a for a in args]
+            kwargs = {k: values[v.index] if type(v) is _runtime._Slot else v for k, v in kwargs.items()}
+        return args, kwargs
+
+    def _run_task(self, spec: list) -> None:
+        task_id = spec[P.T_ID]
+        name = spec[P.T_NAME]
+        if task_id in self.cancelled:
+            self.cancelled.discard(task_id)
+            self._send_error(spec, S.dumps_system_error(TaskCancelledError(task_id.hex())), 1)
+            return
+        assigned = spec[P.T_ASSIGNED] or {}
+        gpus = assigned.get("GPU") or []
+        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpus))
+        ctx = TaskContext(task_id, name, None, spec[P.T_RES], gpus, name)
+        set_context(ctx)
+        self.rt.holds_cpu = bool(spec[P.T_RES].get("CPU"))
+        retries = spec[P.T_RETRIES]
+        retry_exc = spec[P.T_RETRY_EXC]
+        try:
+            while True:
+                try:
+                    self.current_task = task_id
+                    try:
+                        fn = self.function(spec[P.T_FUNC])
+                        args, kwargs = self._args(spec)
+                        result = fn(*args, **kwargs)
+                    finally:
+                        self.current_task = None
+                    break
+                except TaskCancelledError as exc:
+                    self.cancelled.discard(task_id)
+                    self._send_error(spec, S.dumps_system_error(exc), spec[P.T_NRET])
+                    return
+                except Exception as exc:
+                    if retries != 0 and _should_retry(retry_exc, exc):
+                        retries -= 1
+                        continue
+                    self._send_error(spec, S.dumps_error(exc, name, os.getpid()), spec[P.T_NRET])
+                    return
+            self._send_result(spec, result)
+        finally:
+            self.rt.holds_cpu = False
+            set_context(None)
+            _flush_output()
+
+    def _send_result(self, spec: list, result: Any) -> None:
+        nret = spec[P.T_NRET]
+        name = spec[P.T_NAME]
+        if nret == 1:
+            values = [result]
+        elif nret == 0:
+            values = []
+        else:
+            try:
+                values = list(result)
+            except TypeError:
+                values = None
+            if values is None or len(values) != nret:
+                got = "a non-sequence" if values is None else f"{len(values)} values"
+                exc = ValueError(f"Task {name} returned {got}, but num_returns={nret}.")
+                self._send_error(spec, S.dumps_error(exc, name, os.getpid()), nret)
+                return
+        blobs, contained = [], []
+        for v in values:
+            try:
+                blob, refs = S.dumps(v)
+            except Exception as exc:
+                err = TypeError(S.describe_pickling_error(f"the return value of {name}", v, exc))
+                self._send_error(spec, S.dumps_error(err, name, os.getpid()), nret)
+                return
+            blobs.append(blob)
+            contained.append(self.rt.hold_pairs(refs) if refs else None)
+        self.rt.send(P.RESULTS, [[spec[P.T_ID], spec[P.T_OWNER], P.OK, blobs,
+                                  contained if any(contained) else None]])
+
+    def _send_error(self, spec: list, blob: bytes, nret: int) -> None:
+        self.rt.send(P.RESULTS, [[spec[P.T_ID], spec[P.T_OWNER], P.ERROR, blob, max(nret, 1)]])
+
+    # -- actors --------------------------------------------------------------------
+    def _create_actor(self, spec: list) -> None:
+        self.actor_spec = spec
+        name = spec[P.A_CLASS_NAME]
+        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, self.actor_gpus))
+        ctx = TaskContext(spec[P.A_ID][:16], f"{name}.__init__", spec[P.A_ID], spec[P.A_RES],
+                          self.actor_gpus, name)
+        set_context(ctx)
+        try:
+            cls = self.function(spec[P.A_CLASS])
+            fake = [None] * P.TASK_FIELDS
+            fake[P.T_ARGS], fake[P.T_SLOTS] = spec[P.A_ARGS], spec[P.A_SLOTS]
+            args, kwargs = self._args(fake)
+            self.instance = cls(*args, **kwargs)
+        except BaseException as exc:
+            tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            err = ActorDiedError(f"The actor {name} died because of an error raised in its "
+                                 f"creation task {name}.__init__() (pid={os.getpid()}):\n{tb}",
+                                 spec[P.A_ID].hex())
+            print(tb, file=sys.stderr, end="")
+            self.rt.send(P.ACTOR_READY, spec[P.A_ID], 0, S.dumps_system_error(err))
+            set_context(None)
+            return
+        ctx.task_id = None
+        ctx.prefix_name = name
+        concurrency = spec[P.A_MAX_CONCURRENCY]
+        if spec[P.A_ASYNC]:
+            self.loop = asyncio.new_event_loop()
+            self.semaphore_size = concurrency
+        elif concurrency > 1:
+            self.pool = ThreadPoolExecutor(concurrency, thread_name_prefix="zray-actor")
+        self.rt.send(P.ACTOR_READY, spec[P.A_ID], 1, None)
+
+    def _call_target(self, spec: list) -> tuple[Any, str]:
+        method = spec[P.T_METHOD]
+        cls_name = self.actor_spec[P.A_CLASS_NAME]
+        return getattr(self.instance, method), f"{cls_name}.{method}"
+
+    def _run_call(self, spec: list) -> bool:
+        """Run one actor call; True if the actor is to exit."""
+        name = spec[P.T_NAME]
+        ctx = TaskContext(spec[P.T_ID], name, self.actor_spec[P.A_ID], {}, self.actor_gpus,
+                          self.actor_spec[P.A_CLASS_NAME])
+        set_context(ctx)
+        retries = spec[P.T_RETRY_EXC] and spec[P.T_RETRIES]
+        try:
+            while True:
+                try:
+                    self.current_task = spec[P.T_ID]
+                    fn, _ = self._call_target(spec)
+                    args, kwargs = self._args(spec)
+                    result = fn(*args, **kwargs)
+                    break
+                except _ActorExit:
+                    self._exit_actor(spec)
+                    return True
+                except TaskCancelledError as exc:
+                    self._send_error(spec, S.dumps_system_error(exc), spec[P.T_NRET])
+                    return False
+                except Exception as exc:
+                    if retries and _should_retry(spec[P.T_RETRY_EXC], exc):
+                        retries -= 1
+                        continue
+                    self._send_error(spec, S.dumps_error(exc, name, os.getpid()), spec[P.T_NRET])
+                    return False
+                finally:
+                    self.current_task = None
+            self._send_result(spec, result)
+            return False
+        finally:
+            set_context(None)
+            _flush_output()
+
+    def _exit_actor(self, spec: list | None) -> None:
+        aid = self.actor_spec[P.A_ID]
+        err = ActorDiedError(f"The actor {self.actor_spec[P.A_CLASS_NAME]} exited with "
+                             "exit_actor(); the call cannot return.", aid.hex())
+        blob = S.dumps_system_error(err)
+        if spec is not None:
+            self._send_error(spec, blob, spec[P.T_NRET])
+        self.rt.send(P.ACTOR_READY, aid, 2, blob)
+        self.stopping = True
+
+    # -- async actors --------------------------------------------------------------
+    def _run_async(self) -> None:
+        loop = self.loop
+        asyncio.set_event_loop(loop)
+        self.semaphore = asyncio.Semaphore(self.semaphore_size)
+        # Calls that arrived before the loop existed are in the inbox.
+        while True:
+            try:
+                item = self.inbox.get_nowait()
+            except queue.Empty:
+                break
+            loop.call_soon(self._start_async_call, item)
+        self.stop_future = loop.create_future()
+        loop.run_until_complete(self.stop_future)
+        for t in list(self.async_tasks.values()):
+            t.cancel()
+        loop.close()
+
+    def _start_async_call(self, item: Any) -> None:
+        if item is _STOP:
+            if not self.stop_future.done():
+                self.stop_future.set_result(None)
+            return
+        self.async_tasks[item[P.T_ID]] = self.loop.create_task(self._async_call(item))
+
+    def _cancel_async(self, task_id: bytes) -> None:
+        task = self.async_tasks.get(task_id)
+        if task is not None:
+            task.cancel()
+
+    async def _async_call(self, spec: list) -> None:
+        name = spec[P.T_NAME]
+        try:
+            async with self.semaphore:
+                ctx = TaskContext(spec[P.T_ID], name, self.actor_spec[P.A_ID], {}, self.actor_gpus,
+                                  self.actor_spec[P.A_CLASS_NAME])
+                set_context(ctx)
+                fn, _ = self._call_target(spec)
+                args, kwargs = self._args(spec)
+                result = fn(*args, **kwargs)
+                if inspect.isawaitable(result):
+                    result = await result
+            self._send_result(spec, result)
+        except asyncio.CancelledError:
+            self._send_error(spec, S.dumps_system_error(TaskCancelledError(spec[P.T_ID].hex())),
+                             spec[P.T_NRET])
+        except _ActorExit:
+            self._exit_actor(spec)
+            if not self.stop_future.done():
+                self.stop_future.set_result(None)
+        except Exception as exc:
+            self._send_error(spec, S.dumps_error(exc, name, os.getpid()), spec[P.T_NRET])
+        finally:
+            self.async_tasks.pop(spec[P.T_ID], None)
+            _flush_output()
+
+
+def _should_retry(retry_exc: Any, exc: BaseException) -> bool:
+    if not retry_exc:
+        return False
+    if retry_exc is True:
+        return True
+    if isinstance(retry_exc, bytes):
+        types = S.loads(retry_exc)
+        return isinstance(exc, tuple(types))
+    return False
+
+
+def _flush_output() -> None:
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except Exception:
+        pass
+
+
+def exit_actor() -> None:
+    """End the current actor after this call (from inside an actor method)."""
+    ctx = current_context()
+    if ctx is None or ctx.actor_id is None:
+        raise TypeError("exit_actor() may only be called inside an actor method")
+    raise _ActorExit()
+
+
+def main(address: str, worker_id: bytes, actor_id: bytes | None, gpus: list, life_fd: int) -> None:
+    rt = _runtime.Runtime(address, "worker", b"", {"worker_id": worker_id}, life_fd=life_fd)
+    _runtime.set_current(rt)
+    worker = Worker(rt, worker_id, actor_id, gpus)
+    rt.on_tasks = worker.on_tasks
+    rt.on_create_actor = worker.on_create_actor
+    rt.on_cancel = worker.on_cancel
+    rt.on_shutdown = worker.on_shutdown
+    rt.start(timeout=30)
+    sys.stdout = _Output(rt, False)
+    sys.stderr = _Output(rt, True)
+    try:
+        worker.run()
+    finally:
+        _flush_output()
+        rt.stop()

@@ -1,0 +1,215 @@
+"""@remote on classes: ActorClass, ActorHandle, ActorMethod; exit_actor (as ray.actor).
+
+An actor is a worker process holding one instance. Its handle pickles, so it can
+be passed to tasks and other actors; a non-detached actor ends when no handle to
+it is left anywhere (the handle holds a ref to a lifetime token its creator owns).
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from . import _options
+from . import _protocol as P
+from . import _serialization as S
+from ._ids import object_id
+from ._object_ref import ObjectRef
+from ._worker import exit_actor
+
+__all__ = ["ActorClass", "ActorHandle", "ActorMethod", "exit_actor", "method"]
+
+
+def method(*args: Any, **options: Any) -> Any:
+    """Set options of one actor method: `@zray.method(num_returns=2)`."""
+    if args and callable(args[0]) and len(args) == 1 and not options:
+        return args[0]
+    if args:
+        raise TypeError("use @zray.method(num_returns=...) with keyword arguments only")
+    _options.check(options, _options.METHOD_OPTIONS, "zray.method")
+
+    def deco(fn):
+        fn.__zray_method_options__ = options
+        return fn
+    return deco
+
+
+def _method_table(cls: type) -> tuple[dict, bool]:
+    methods, is_async = {}, False
+    for name, member in inspect.getmembers(cls):
+        fn = member
+        if isinstance(inspect.getattr_static(cls, name, None), (staticmethod, classmethod)):
+            fn = member
+        elif not (inspect.isfunction(member) or inspect.ismethoddescriptor(member)):
+            continue
+        if name.startswith("__") and name not in ("__call__",):
+            continue
+        opts = getattr(fn, "__zray_method_options__", {})
+        methods[name] = opts
+        if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
+            is_async = True
+    return methods, is_async
+
+
+class ActorClass:
+    """A class made remote: `Cls.remote(*args)` creates an actor and returns its handle."""
+
+    def __init__(self, cls: type, options: dict) -> None:
+        self._cls = cls
+        self._name = cls.__name__
+        self._options = _options.check(dict(options), _options.ACTOR_OPTIONS, f"actor class {self._name}")
+        self._methods, self._is_async = _method_table(cls)
+        try:
+            self._init_sig = inspect.signature(cls.__init__)
+        except (TypeError, ValueError):
+            self._init_sig = None
+        self._class_id: bytes | None = None
+        self._blob: bytes | None = None
+        self.__doc__ = cls.__doc__
+        self.__name__ = cls.__name__
+        self.__qualname__ = cls.__qualname__
+        self.__module__ = cls.__module__
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(f"Actors cannot be instantiated directly. Instead of '{self._name}()', "
+                        f"use '{self._name}.remote()'.")
+
+    def __reduce__(self):
+        return (ActorClass, (self._cls, self._options))
+
+    def options(self, **options: Any) -> "_BoundClass":
+        merged = {**self._options, **options}
+        _options.check(merged, _options.ACTOR_OPTIONS, f"actor class {self._name}")
+        return _BoundClass(self, merged)
+
+    def remote(self, *args: Any, **kwargs: Any) -> "ActorHandle":
+        return self._remote(args, kwargs, self._options)
+
+    def _remote(self, args: tuple, kwargs: dict, options: dict) -> "ActorHandle":
+        from ._api import _runtime_or_init
+        rt = _runtime_or_init()
+        if self._init_sig is not None:
+            try:
+                self._init_sig.bind(None, *args, **kwargs)
+            except TypeError as exc:
+                raise TypeError(f"wrong arguments for {self._name}.__init__: {exc}") from None
+        if self._class_id is None:
+            try:
+                self._class_id, self._blob = S.dumps_function(self._cls)
+            except Exception as exc:
+                raise TypeError(S.describe_pickling_error(f"the actor class {self._name}", self._cls, exc)) from exc
+        rt.ensure_function(self._class_id, self._blob)
+        task_id = rt.ids.task_id()
+        actor_id = object_id(task_id, 0xFFFFFFFF)
+        name = options.get("name")
+        namespace = options.get("namespace") or rt.namespace
+        detached = options.get("lifetime") == "detached"
+        meta = {"class_name": self._name, "methods": self._methods, "is_async": self._is_async,
+                "max_task_retries": options.get("max_task_retries", 0)}
+        token = rt.new_refs([actor_id])[0]
+        entry = rt.table.entries[actor_id]
+        entry.actor = not detached
+        entry.state, entry.data = 1, None
+        handle = ActorHandle(actor_id, token, meta)
+        if name:
+            created, existing = rt.head_call("register_actor", [
+                actor_id, name, namespace, S.dumps(handle)[0], bool(options.get("get_if_exists"))])
+            if not created:
+                entry.actor = False  # not ours: dropping it must not end the existing actor
+                return S.loads(existing)
+        res = _options.resources_of(options, 0)
+        if options.get("num_cpus") is None:
+            res["_default_cpu"] = 1.0
+        concurrency = options.get("max_concurrency")
+        if concurrency is None:
+            concurrency = 1000 if self._is_async else 1
+        args_blob, deps, held = rt.serialize_args(args, kwargs, f"{self._name}.__init__")
+        spec = [actor_id, rt.ident, self._class_id, args_blob, None, res,
+                options.get("max_restarts", 0), options.get("max_task_retries", 0), concurrency,
+                name, namespace, detached, self._is_async, self._name, bool(options.get("get_if_exists"))]
+        rt.submit(spec, deps, held, [], actor_id, kind=P.CREATE_ACTOR)
+        return handle
+
+
+class _BoundClass:
+    def __init__(self, cls: ActorClass, options: dict) -> None:
+        self._cls, self._options = cls, options
+
+    def remote(self, *args: Any, **kwargs: Any) -> "ActorHandle":
+        return self._cls._remote(args, kwargs, self._options)
+
+    def options(self, **options: Any) -> "_BoundClass":
+        return self._cls.options(**{**self._options, **options})
+
+
+class ActorHandle:
+    """A handle to an actor: `handle.method.remote(*args)` queues a call."""
+
+    def __init__(self, actor_id: bytes, token: ObjectRef, meta: dict) -> None:
+        self._actor_id = actor_id
+        self._token = token
+        self._meta = meta
+        self._method_cache: dict[str, ActorMethod] = {}
+
+    def __getattr__(self, name: str) -> "ActorMethod":
+        if name.startswith("_"):
+            raise AttributeError(name)
+        m = self._method_cache.get(name)
+        if m is None:
+            opts = self._meta["methods"].get(name)
+            if opts is None:
+                raise AttributeError(f"'{self._meta['class_name']}' actor has no method '{name}'")
+            m = self._method_cache[name] = ActorMethod(self, name, opts)
+        return m
+
+    def __reduce__(self):
+        return (ActorHandle, (self._actor_id, self._token, self._meta))
+
+    def __repr__(self) -> str:
+        return f"Actor({self._meta['class_name']}, {self._actor_id.hex()})"
+
+    def __hash__(self) -> int:
+        return hash(self._actor_id)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ActorHandle) and other._actor_id == self._actor_id
+
+    @property
+    def _actor_id_hex(self) -> str:
+        return self._actor_id.hex()
+
+
+class ActorMethod:
+    """One method of an actor handle: `.remote(*args)` and `.options(num_returns=..)`."""
+
+    def __init__(self, handle: ActorHandle, name: str, options: dict) -> None:
+        self._handle, self._name, self._options = handle, name, options
+        self._qualname = f"{handle._meta['class_name']}.{name}"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(f"Actor methods cannot be called directly. Instead of running "
+                        f"'{self._qualname}()', try '{self._qualname}.remote()'.")
+
+    def options(self, **options: Any) -> "ActorMethod":
+        _options.check(options, _options.METHOD_OPTIONS, f"actor method {self._qualname}")
+        return ActorMethod(self._handle, self._name, {**self._options, **options})
+
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        from ._api import _runtime_or_init
+        rt = _runtime_or_init()
+        h = self._handle
+        opts = self._options
+        nret = opts.get("num_returns", 1)
+        task_id = rt.ids.task_id()
+        oids = [object_id(task_id, i) for i in range(nret)]
+        refs = rt.new_refs(oids)
+        args_blob, deps, held = rt.serialize_args(args, kwargs, self._qualname)
+        retry_exc = opts.get("retry_exceptions", False)
+        if isinstance(retry_exc, (list, tuple)):
+            retry_exc = S.dumps(list(retry_exc))[0]
+        retries = opts.get("max_task_retries", h._meta.get("max_task_retries", 0))
+        spec = [task_id, rt.ident, b"", args_blob, None, nret, {}, retries, retry_exc,
+                opts.get("name") or self._qualname, h._actor_id, self._name, None]
+        rt.submit(spec, deps, held, oids, h._actor_id)
+        if nret == 1:
+            return refs[0]
+        return None if nret == 0 else refs

@@ -1,0 +1,20 @@
+"""zray's brokers. Every socket and hop:
+
+   driver (Runtime)          worker (Runtime)          actor worker (Runtime)
+   user threads              main thread runs tasks    main thread / pool / asyncio loop
+     | outbox + eventfd        | outbox + eventfd         | outbox + eventfd
+   I/O thread DEALER         I/O thread DEALER         I/O thread DEALER
+         \\ ipc://<session>/node.sock  |                     /
+          +---------------> ROUTER  node broker  <---------+        one per machine
+                            (LocalScheduler: queues, pool, mailboxes, resources)
+                            | DEALER                     | pipes: zygote (fork server)
+                            v                            | pidfds: worker exits
+                    ROUTER  head broker                  | life pipe: workers die with it
+                    (nodes, actors, named actors, spillback of infeasible work)
+                    ipc://<session>/head.sock
+
+   submit:  owner -> node (SUBMIT, batched) -> worker (TASKS)
+   result:  worker -> node (RESULTS) -> owner           4 hops for a task
+   borrow:  borrower -> node -> owner (FETCH / BORROW), owner -> node -> borrower (OBJECT)
+   control: client -> node -> head (HEAD_CALL) -> node -> client (HEAD_REPLY)
+"""
