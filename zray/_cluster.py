@@ -30,6 +30,9 @@ class LocalCluster:
         os.set_inheritable(self._life_w, False)
         env = dict(os.environ)
         env.setdefault("PYTHONUNBUFFERED", "1")
+        code_dir = _script_directory()
+        if code_dir is not None:  # workers are forked from the node broker: they inherit it
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [code_dir, env.get("PYTHONPATH")]))
         try:
             common = ["--session-dir", self.session_dir, "--parent-fd", str(life_r), "--cleanup-dir"]
             self._procs.append(subprocess.Popen(
@@ -64,3 +67,15 @@ class LocalCluster:
     @property
     def pids(self) -> list[int]:
         return [p.pid for p in self._procs]
+
+
+def _script_directory() -> str | None:
+    """The driver script's directory if it is on the driver's sys.path: as in Ray, the
+    workers can then import the modules that sit next to the script (`from helpers
+    import Box` in main.py). The working directory is on their path already."""
+    argv0 = sys.argv[0] if sys.argv else ""
+    if not argv0 or argv0 == "-c" or not os.path.exists(argv0):
+        return None
+    script_dir = os.path.dirname(os.path.realpath(argv0))
+    on_path = {os.path.realpath(p or os.curdir) for p in sys.path}
+    return script_dir if script_dir in on_path else None

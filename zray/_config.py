@@ -12,6 +12,10 @@ class Config:
     # A batch message carries at most this many tasks or results (one syscall each
     # side instead of one per task: 20x on async submit, see DESIGN.md section 5).
     max_batch: int = 512
+    # A worker is given up to this many tasks of one shape at a time, run in order
+    # under one lease (fewer messages per task; a worker that blocks in get() hands
+    # back the ones it has not started).
+    dispatch_batch: int = 16
     # Node broker -> head broker heartbeat period, and how many missed beats kill a node.
     heartbeat_s: float = 0.5
     heartbeat_misses: int = 10

@@ -90,7 +90,9 @@ class ObjectTable:
             e = self.entries.get(oid)
             if e is None or e.state != PENDING:
                 return None
-            e.state, e.data, e.contained = state, data, contained
+            # state last: get() reads a READY entry's data without taking the lock.
+            e.data, e.contained = data, contained
+            e.state = state
             if e.waiters:
                 for w in e.waiters:
                     w.count -= 1

@@ -26,7 +26,7 @@ FUNC = 4           # func_id, blob                                client -> node
 TASKS = 5          # [task spec, ...], {func_id: blob}            node -> worker
 RESULTS = 6        # [result, ...]                                worker -> node -> owner
 CREATE_ACTOR = 7   # actor spec                                   client -> node
-BLOCKED = 8        # is_blocked                                   worker -> node
+BLOCKED = 8        # is_blocked, [task ids handed back]           worker -> node
 FETCH = 9          # object_id, owner, requester                  borrower -> node -> owner
 OBJECT = 10        # object_id, requester, status, blob, contained owner -> node -> borrower
 BORROW = 11        # owner, [object_id, ...], delta               client -> node -> owner
@@ -49,7 +49,7 @@ ACTOR_EVENT = 34   # actor_id, state, info{}                      node -> head
 
 _ARITY = {
     HELLO: 4, WELCOME: 2, SUBMIT: 1, FUNC: 2, TASKS: 2, RESULTS: 1, CREATE_ACTOR: 1,
-    BLOCKED: 1, FETCH: 3, OBJECT: 5, BORROW: 3, CANCEL: 2, KILL_ACTOR: 2,
+    BLOCKED: 2, FETCH: 3, OBJECT: 5, BORROW: 3, CANCEL: 2, KILL_ACTOR: 2,
     RELEASE_ACTOR: 1, LOG: 3, WARN: 2, HEAD_CALL: 4, HEAD_REPLY: 4, SHUTDOWN: 1,
     ACTOR_READY: 3, NODE_HELLO: 4, HEARTBEAT: 3, SPILLBACK: 1, PLACE: 1, ACTOR_EVENT: 3,
 }

@@ -104,9 +104,10 @@ class Runtime:
         self.on_cancel: Callable[[bytes], None] | None = None
         self.on_shutdown: Callable[[], None] | None = None
         self.on_create_actor: Callable[[list], None] | None = None
-        # Set by a worker while it runs a task that holds CPU: get() then tells the
-        # node that it blocks, so the node can lend the CPU to another worker.
-        self.holds_cpu = False
+        # Set by a task worker while it runs a task: get()/wait() call it with True
+        # before blocking and False after, so that the node can lend the task's CPU
+        # and take back the tasks queued behind it.
+        self.block_hook: Callable[[bool], None] | None = None
         self.task_context: Any = None
         self.namespace: str = self.info.get("namespace") or ""
 
@@ -170,11 +171,13 @@ class Runtime:
             while True:
                 events = dict(poller.poll())
                 if self._wake_fd in events:
-                    self._wake_pending = False
+                    # Read first, then clear: a wake written between the two would
+                    # otherwise be swallowed with the flag left set (a lost wake-up).
                     try:
                         os.eventfd_read(self._wake_fd)
                     except BlockingIOError:
                         pass
+                    self._wake_pending = False
                 if sock in events:
                     self._recv_all(sock)
                 if self.life_fd is not None and self.life_fd in events:
@@ -392,6 +395,10 @@ class Runtime:
         entries = self._entries(refs)
         if any(e.state != READY for e in entries):
             self._wait_for(entries, len(entries), True, timeout, refs)
+            # Woken by an error while other objects are still pending: raise it now.
+            for e in entries:
+                if e.state == ERROR:
+                    raise S.loads(e.data)
         return [self._value(e) for e in entries]
 
     def _value(self, entry: Any) -> Any:
@@ -404,9 +411,9 @@ class Runtime:
         waiter = Waiter(count, stop_on_error)
         if not self.table.register_waiter(entries, waiter):
             return
-        blocked = self.holds_cpu
-        if blocked:
-            self.send(P.BLOCKED, 1)
+        hook = self.block_hook
+        if hook is not None:
+            hook(True)
         try:
             if not waiter.event.wait(timeout):
                 if stop_on_error:
@@ -416,8 +423,8 @@ class Runtime:
                         f"not ready (first: {pending[0] if pending else None})")
         finally:
             self.table.unregister_waiter(entries, waiter)
-            if blocked:
-                self.send(P.BLOCKED, 0)
+            if hook is not None:
+                hook(False)
 
     def wait(self, refs: list[ObjectRef], num_returns: int, timeout: float | None,
              fetch_local: bool = True) -> tuple[list, list]:

@@ -83,13 +83,45 @@ class Worker:
         self.pool: ThreadPoolExecutor | None = None
         self.async_tasks: dict[bytes, asyncio.Task] = {}
         self.stopping = False
+        # While the running task blocks in get(), tasks queued behind it go back to
+        # the node (they may be what it waits for); guarded with the inbox.
+        self.blocked = False
+        self.inbox_lock = threading.Lock()
 
     # -- called in the I/O thread --------------------------------------------------
     def on_tasks(self, specs: list, funcs: dict) -> None:
         if funcs:
             self.blobs.update(funcs)
+        if self.actor_id is None:
+            with self.inbox_lock:
+                if self.blocked:
+                    self.rt.send(P.BLOCKED, 1, [spec[P.T_ID] for spec in specs])
+                    return
+                for spec in specs:
+                    self.inbox.put(spec)
+            return
         for spec in specs:
             self._deliver(spec)
+
+    def on_block(self, is_blocked: bool) -> None:
+        """The running task blocks in get()/wait() (True) or resumes (False)."""
+        handed_back = []
+        with self.inbox_lock:
+            self.blocked = is_blocked
+            if is_blocked:
+                keep = []
+                while True:
+                    try:
+                        item = self.inbox.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is _STOP or len(item) != P.TASK_FIELDS:
+                        keep.append(item)
+                    else:
+                        handed_back.append(item[P.T_ID])
+                for item in keep:
+                    self.inbox.put(item)
+        self.rt.send(P.BLOCKED, int(is_blocked), handed_back)
 
     def on_create_actor(self, spec: list) -> None:
         self._deliver(spec)
@@ -170,7 +202,7 @@ class Worker:
         os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpus))
         ctx = TaskContext(task_id, name, None, spec[P.T_RES], gpus, name)
         set_context(ctx)
-        self.rt.holds_cpu = bool(spec[P.T_RES].get("CPU"))
+        self.rt.block_hook = self.on_block
         retries = spec[P.T_RETRIES]
         retry_exc = spec[P.T_RETRY_EXC]
         try:
@@ -196,9 +228,9 @@ class Worker:
                     return
             self._send_result(spec, result)
         finally:
-            self.rt.holds_cpu = False
+            self.rt.block_hook = None
+            _flush_output()  # while the context still names the task: "(f pid=..) tail"
             set_context(None)
-            _flush_output()
 
     def _send_result(self, spec: list, result: Any) -> None:
         nret = spec[P.T_NRET]
@@ -303,8 +335,8 @@ class Worker:
             self._send_result(spec, result)
             return False
         finally:
-            set_context(None)
             _flush_output()
+            set_context(None)
 
     def _exit_actor(self, spec: list | None) -> None:
         aid = self.actor_spec[P.A_ID]

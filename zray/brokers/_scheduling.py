@@ -46,12 +46,14 @@ class AState(enum.Enum):
 
 
 class Worker:
-    __slots__ = ("id", "state", "task", "held", "blocked", "actor_id", "idle_since", "gpus")
+    __slots__ = ("id", "state", "tasks", "held", "blocked", "actor_id", "idle_since", "gpus")
 
     def __init__(self, wid: bytes, actor_id: bytes | None) -> None:
         self.id = wid
         self.state = WState.STARTING
-        self.task: list | None = None
+        # Tasks given to this worker, in order: it runs them one after the other
+        # under one lease of `held` (pipelining: one message per batch, not per task).
+        self.tasks: dict[bytes, list] = {}
         self.held: dict = {}
         self.blocked = False
         self.actor_id = actor_id
@@ -85,7 +87,7 @@ def shape_of(res: dict) -> tuple:
 class LocalScheduler:
     """One node's resources, task queue, worker pool and actors."""
 
-    def __init__(self, resources: dict, pool_size: int, max_workers: int) -> None:
+    def __init__(self, resources: dict, pool_size: int, max_workers: int, dispatch_batch: int = 1) -> None:
         self.total = {k: float(v) for k, v in resources.items()}
         self.avail = dict(self.total)
         self.free_gpus = list(range(int(self.total.get("GPU", 0))))
@@ -99,6 +101,7 @@ class LocalScheduler:
         self.running: dict[bytes, bytes] = {}    # task_id -> worker_id
         self.actors: dict[bytes, Actor] = {}
         self.pending_actors: deque = deque()
+        self.dispatch_batch = max(1, dispatch_batch)
         self._next = 0
 
     # -- helpers ---------------------------------------------------------------
@@ -185,20 +188,23 @@ class LocalScheduler:
             acts.extend(self._place_actors())
         for shape, queue in list(self.queues.items()):
             res = queue[0][P.T_RES] if queue else None
-            while queue and self._fits(res):
-                if not self.idle:
-                    break
+            while queue and self.idle and self._fits(res):
                 wid = self.idle.popleft()
                 w = self.workers[wid]
-                spec = queue.popleft()
-                self.queued -= 1
+                # A fair share of the queue, at most dispatch_batch tasks per lease.
+                n = min(self.dispatch_batch, max(1, len(queue) // max(1, self.task_workers())))
                 w.gpus = self._take(res)
                 w.held = res
-                w.task = spec
                 w.state = WState.BUSY
-                spec[P.T_ASSIGNED] = {"GPU": w.gpus} if w.gpus else None
-                self.running[spec[P.T_ID]] = wid
-                dispatch.setdefault(wid, []).append(spec)
+                assigned = {"GPU": w.gpus} if w.gpus else None
+                specs = dispatch.setdefault(wid, [])
+                for _ in range(min(n, len(queue))):
+                    spec = queue.popleft()
+                    self.queued -= 1
+                    spec[P.T_ASSIGNED] = assigned
+                    w.tasks[spec[P.T_ID]] = spec
+                    self.running[spec[P.T_ID]] = wid
+                    specs.append(spec)
             if not queue:
                 del self.queues[shape]
         for wid, specs in dispatch.items():
@@ -213,28 +219,50 @@ class LocalScheduler:
 
     def task_done(self, wid: bytes, task_id: bytes, now: float) -> list:
         w = self.workers.get(wid)
-        if self.running.pop(task_id, None) is None or w is None:
+        if self.running.get(task_id) != wid or w is None:
             return []
-        if w.state == WState.BUSY and w.task is not None and w.task[P.T_ID] == task_id:
-            res = dict(w.held)
-            if w.blocked:  # its CPU was lent out while it blocked
-                res.pop("CPU", None)
-            self._give(res, w.gpus)
-            w.task, w.held, w.gpus, w.blocked = None, {}, [], False
-            w.state = WState.IDLE
-            w.idle_since = now
-            self.idle.append(wid)
+        del self.running[task_id]
+        w.tasks.pop(task_id, None)
+        if w.tasks or w.state != WState.BUSY:
+            return []
+        self._end_lease(w)
+        w.state = WState.IDLE
+        w.idle_since = now
+        self.idle.append(wid)
         return self._schedule()
 
-    def blocked(self, wid: bytes, is_blocked: bool) -> list:
+    def _end_lease(self, w: Worker) -> None:
+        res = dict(w.held)
+        if w.blocked:  # its CPU was lent out while it blocked
+            res.pop("CPU", None)
+        self._give(res, w.gpus)
+        w.held, w.gpus, w.blocked = {}, [], False
+
+    def _requeue(self, w: Worker, task_ids: list) -> None:
+        """Put tasks the worker has not started back at the front of their queues."""
+        for task_id in reversed(task_ids):
+            spec = w.tasks.pop(task_id, None)
+            if spec is None or self.running.get(task_id) != w.id:
+                continue
+            del self.running[task_id]
+            self.queues.setdefault(shape_of(spec[P.T_RES]), deque()).appendleft(spec)
+            self.queued += 1
+
+    def blocked(self, wid: bytes, is_blocked: bool, returned: list | tuple = ()) -> list:
+        """The worker blocks in get()/wait() (or stops blocking). While blocked it lends
+        its CPU, and hands back the tasks it had not started (they could be the very
+        tasks it waits for)."""
         w = self.workers.get(wid)
-        if w is None or w.state != WState.BUSY or w.blocked == is_blocked:
+        if w is None or w.state != WState.BUSY:
             return []
+        if returned:
+            self._requeue(w, list(returned))
+        if w.blocked == is_blocked:
+            return self._schedule() if returned else []
         w.blocked = is_blocked
         cpu = w.held.get("CPU", 0)
-        if not cpu:
-            return []
-        self.avail["CPU"] = self.avail.get("CPU", 0.0) + (cpu if is_blocked else -cpu)
+        if cpu:
+            self.avail["CPU"] = self.avail.get("CPU", 0.0) + (cpu if is_blocked else -cpu)
         return self._schedule() if is_blocked else []
 
     def cancel(self, task_id: bytes, force: bool) -> list:
@@ -251,14 +279,8 @@ class LocalScheduler:
         if w.actor_id is not None:
             return [(CANCEL, wid, task_id)]
         if force:
-            spec = w.task
-            w.task = None
-            self.running.pop(task_id, None)
-            res = dict(w.held)
-            if w.blocked:
-                res.pop("CPU", None)
-            self._give(res, w.gpus)
-            w.held, w.gpus = {}, []
+            spec = w.tasks.pop(task_id)
+            del self.running[task_id]
             return [(KILL, wid), (FAIL, spec, CANCELLED, "")]
         return [(CANCEL, wid, task_id)]
 
@@ -285,12 +307,15 @@ class LocalScheduler:
                 self.starting -= 1
             if wid in self.idle:
                 self.idle.remove(wid)
-            spec = w.task
-            if spec is not None and self.running.pop(spec[P.T_ID], None) is not None:
-                res = dict(w.held)
-                if w.blocked:
-                    res.pop("CPU", None)
-                self._give(res, w.gpus)
+            if w.state == WState.BUSY:
+                self._end_lease(w)
+            # Tasks run in the order given: the first one left was running; the
+            # others never started and go back to the queue as they are.
+            specs = list(w.tasks.values())
+            self._requeue(w, [spec[P.T_ID] for spec in specs[1:]])
+            for spec in specs[:1]:
+                if self.running.pop(spec[P.T_ID], None) is None:
+                    continue
                 if spec[P.T_RETRIES] != 0:
                     if spec[P.T_RETRIES] > 0:
                         spec[P.T_RETRIES] -= 1

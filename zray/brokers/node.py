@@ -42,7 +42,8 @@ class NodeBroker:
         self.parent_fd = parent_fd
         self.cleanup_dir = cleanup_dir
         self.log = get_logger("node", node=node_id.hex()[:8])
-        self.sched = S.LocalScheduler(resources, pool_size, CONFIG.max_workers_per_node)
+        self.sched = S.LocalScheduler(resources, pool_size, CONFIG.max_workers_per_node,
+                                      CONFIG.dispatch_batch)
         self.resources = resources
         # The life pipe: workers hold the read end and exit when this process dies.
         self.life_r, self.life_w = os.pipe()
@@ -238,7 +239,7 @@ class NodeBroker:
         elif mtype == P.BLOCKED:
             wid = self.wid_of.get(ident)
             if wid is not None:
-                self._do(self.sched.blocked(wid, bool(f[0])))
+                self._do(self.sched.blocked(wid, bool(f[0]), f[1] or ()))
         elif mtype == P.CREATE_ACTOR:
             self._do(self.sched.create_actor(P.check_actor(f[0])))
         elif mtype == P.ACTOR_READY:

@@ -1,0 +1,87 @@
+"""Fixtures: a real embedded cluster per test (or per module), and leak checks that
+fail a test leaving a zray process, session directory or /dev/shm segment behind."""
+from __future__ import annotations
+
+import glob
+import os
+import tempfile
+import time
+
+import pytest
+
+import zray
+
+
+def zray_pids() -> set[int]:
+    """Pids of live processes whose command line names zray (brokers, zygotes, workers)."""
+    me = os.getpid()
+    pids = set()
+    for path in glob.glob("/proc/[0-9]*/cmdline"):
+        try:
+            with open(path, "rb") as f:
+                cmd = f.read()
+            pid = int(path.split("/")[2])
+            with open(f"/proc/{pid}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except (OSError, ValueError, IndexError):
+            continue
+        if pid != me and state != "Z" and b"zray.brokers" in cmd:
+            pids.add(pid)
+    return pids
+
+
+def leftovers() -> set[str]:
+    tmp = tempfile.gettempdir()
+    return set(glob.glob(os.path.join(tmp, "zray-*"))) | set(glob.glob("/dev/shm/zray*"))
+
+
+def wait_gone(before_pids: set[int], before_files: set[str], timeout: float = 10.0) -> tuple[set, set]:
+    """New zray processes and files still there after `timeout` (exit is asynchronous
+    only for processes already told to stop; shutdown() itself waits for them)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        pids = zray_pids() - before_pids
+        files = leftovers() - before_files
+        if (not pids and not files) or time.monotonic() > deadline:
+            return pids, files
+        time.sleep(0.05)
+
+
+@pytest.fixture(autouse=True)
+def no_leaks(request):
+    """Fail the test if it leaves a zray process or file behind (checked after the
+    function-scoped cluster is shut down; module clusters are checked at module end)."""
+    if "shared" in request.fixturenames:
+        yield
+        return
+    before_pids, before_files = zray_pids(), leftovers()
+    yield
+    zray.shutdown()
+    pids, files = wait_gone(before_pids, before_files)
+    assert not pids, f"test leaked zray processes: {sorted(pids)}"
+    assert not files, f"test leaked files: {sorted(files)}"
+
+
+@pytest.fixture
+def cluster():
+    """A fresh embedded cluster with 2 CPUs for this test."""
+    zray.init(num_cpus=2)
+    yield zray
+    zray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def shared_cluster():
+    before_pids, before_files = zray_pids(), leftovers()
+    zray.init(num_cpus=2)
+    yield zray
+    zray.shutdown()
+    pids, files = wait_gone(before_pids, before_files)
+    assert not pids, f"module leaked zray processes: {sorted(pids)}"
+    assert not files, f"module leaked files: {sorted(files)}"
+
+
+@pytest.fixture
+def shared(shared_cluster):
+    """The module's cluster (for tests that do not change the cluster's state)."""
+    return shared_cluster
