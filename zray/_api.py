@@ -89,6 +89,7 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
             cluster.stop()
             raise
         rt.namespace = namespace or _anonymous_namespace()
+        rt.job = [rt.job_id, rt.namespace]
         _cluster = cluster
         _runtime.set_current(rt)
         return _context_of(rt)

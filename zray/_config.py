@@ -16,6 +16,8 @@ class Config:
     # under one lease (fewer messages per task; a worker that blocks in get() hands
     # back the ones it has not started).
     dispatch_batch: int = 16
+    # Callers send actor calls straight to the actor's socket (2 hops, not 4).
+    direct_actor_calls: bool = True
     # Node broker -> head broker heartbeat period, and how many missed beats kill a node.
     heartbeat_s: float = 0.5
     heartbeat_misses: int = 10
@@ -44,6 +46,9 @@ class Config:
                 continue
             kind = type(field.default)
             try:
+                if kind is bool:
+                    values[field.name] = raw.strip().lower() in ("1", "true", "yes", "on")
+                    continue
                 values[field.name] = kind(raw)
             except ValueError as exc:
                 raise ValueError(

@@ -53,6 +53,11 @@ def check(options: dict, allowed: set, what: str) -> dict:
     name = options.get("name")
     if name is not None and not isinstance(name, str):
         raise TypeError(f"name must be a string, got {type(name).__name__} for {what}.")
+    # None means the default (as in Ray): dropped here, so that the defaults apply
+    # (a None in a task spec is malformed, and the node drops it).
+    for key in ("max_retries", "max_restarts", "max_task_retries"):
+        if key in options and options[key] is None:
+            del options[key]
     return options
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import msgpack
 
-from .exceptions import ProtocolError
+from .exceptions import ProtocolError  # noqa: F401 (re-exported for the socket loops)
 
 VERSION = 1
 
@@ -38,7 +38,12 @@ WARN = 16          # target, message                              node/head -> o
 HEAD_CALL = 17     # client, req_id, op, args                     client -> node -> head
 HEAD_REPLY = 18    # client, req_id, ok, result                   head -> node -> client
 SHUTDOWN = 19      # reason                                       anyone -> broker / worker
-ACTOR_READY = 20   # actor_id, state, error_blob                  worker -> node
+ACTOR_READY = 20   # actor_id, state, blob                        worker -> node
+                   # (state 1: blob is the actor's direct address; else its error)
+LOOKUP = 21        # actor_id                                     client -> node
+ACTOR_ADDR = 22    # actor_id, state, address, error_blob         node -> client
+                   # where an actor takes calls directly, and each later change:
+                   # state "ALIVE" (address), "RESTARTING", or "DEAD" (error_blob)
                    # state: 1 alive, 0 __init__ failed, 2 exit_actor() called
 # node broker <-> head broker
 NODE_HELLO = 30    # node_id, address, resources{}, info{}        node -> head
@@ -51,21 +56,23 @@ _ARITY = {
     HELLO: 4, WELCOME: 2, SUBMIT: 1, FUNC: 2, TASKS: 2, RESULTS: 1, CREATE_ACTOR: 1,
     BLOCKED: 2, FETCH: 3, OBJECT: 5, BORROW: 3, CANCEL: 2, KILL_ACTOR: 2,
     RELEASE_ACTOR: 1, LOG: 3, WARN: 2, HEAD_CALL: 4, HEAD_REPLY: 4, SHUTDOWN: 1,
-    ACTOR_READY: 3, NODE_HELLO: 4, HEARTBEAT: 3, SPILLBACK: 1, PLACE: 1, ACTOR_EVENT: 3,
+    ACTOR_READY: 3, LOOKUP: 1, ACTOR_ADDR: 4, NODE_HELLO: 4, HEARTBEAT: 3, SPILLBACK: 1, PLACE: 1, ACTOR_EVENT: 3,
 }
 NAMES = {number: name for name, number in globals().items()
          if isinstance(number, int) and number in _ARITY and name.isupper()}
 
 # -- task spec: a flat list, indexed by these constants (cheap to build and pack) --
 # T_ASSIGNED is filled by the node broker at dispatch: {"GPU": [ids], ...}.
+# T_JOB is [job_id, namespace] of the driver the task descends from.
 T_ID, T_OWNER, T_FUNC, T_ARGS, T_SLOTS, T_NRET, T_RES, T_RETRIES, T_RETRY_EXC, T_NAME, \
-    T_ACTOR, T_METHOD, T_ASSIGNED = range(13)
-TASK_FIELDS = 13
+    T_ACTOR, T_METHOD, T_ASSIGNED, T_JOB = range(14)
+TASK_FIELDS = 14
 
 # -- actor spec -----------------------------------------------------------------
 (A_ID, A_OWNER, A_CLASS, A_ARGS, A_SLOTS, A_RES, A_MAX_RESTARTS, A_MAX_TASK_RETRIES,
- A_MAX_CONCURRENCY, A_NAME, A_NAMESPACE, A_DETACHED, A_ASYNC, A_CLASS_NAME, A_GET_IF_EXISTS) = range(15)
-ACTOR_FIELDS = 15
+ A_MAX_CONCURRENCY, A_NAME, A_NAMESPACE, A_DETACHED, A_ASYNC, A_CLASS_NAME, A_GET_IF_EXISTS,
+ A_JOB) = range(16)
+ACTOR_FIELDS = 16
 
 # -- result: [task_id, owner, status, payload, contained] ------------------------
 # status OK: payload is a list of return blobs; ERROR: payload is one error blob
@@ -101,16 +108,43 @@ def decode(frame: bytes | memoryview) -> tuple[int, list]:
 
 
 def check_task(spec: Any) -> list:
-    """`spec` if it has the shape of a task spec, else ProtocolError."""
-    if (not isinstance(spec, list) or len(spec) != TASK_FIELDS or not isinstance(spec[T_ID], bytes)
-            or not isinstance(spec[T_OWNER], bytes) or not isinstance(spec[T_RES], dict)):
+    """`spec` if it has the shape of a task spec, else ProtocolError.
+
+    Every field a broker or worker acts on is checked on arrival: an unhashable
+    function id leaked a worker's lease for good, a retry count that is not an int
+    crashed the worker and then the node (on its death), negative resources inflated
+    the node's free resources. (~0.2 us a task.)
+    """
+    if (type(spec) is not list or len(spec) != TASK_FIELDS or type(spec[T_ID]) is not bytes
+            or type(spec[T_OWNER]) is not bytes or type(spec[T_FUNC]) is not bytes
+            or type(spec[T_ARGS]) is not bytes
+            or type(spec[T_NRET]) is not int or spec[T_NRET] < 0
+            or type(spec[T_RETRIES]) is not int or spec[T_RETRIES] < -1
+            or (spec[T_ACTOR] is not None and type(spec[T_ACTOR]) is not bytes)
+            or not resources_ok(spec[T_RES])):
         raise ProtocolError("malformed task spec")
     return spec
 
 
+def resources_ok(res: Any) -> bool:
+    """True if `res` is a resource request: a map of names to amounts >= 0."""
+    if type(res) is not dict:
+        return False
+    for k, v in res.items():
+        if type(k) is not str or (type(v) is not float and type(v) is not int) or not v >= 0:
+            return False
+    return True
+
+
 def check_actor(spec: Any) -> list:
-    """`spec` if it has the shape of an actor spec, else ProtocolError."""
-    if (not isinstance(spec, list) or len(spec) != ACTOR_FIELDS or not isinstance(spec[A_ID], bytes)
-            or not isinstance(spec[A_OWNER], bytes) or not isinstance(spec[A_RES], dict)):
+    """`spec` if it has the shape of an actor spec, else ProtocolError. (A restart
+    count that is not an int crashed the node when the actor died.)"""
+    if (type(spec) is not list or len(spec) != ACTOR_FIELDS or type(spec[A_ID]) is not bytes
+            or type(spec[A_OWNER]) is not bytes or type(spec[A_CLASS]) is not bytes
+            or type(spec[A_ARGS]) is not bytes
+            or type(spec[A_MAX_RESTARTS]) is not int or spec[A_MAX_RESTARTS] < -1
+            or type(spec[A_MAX_TASK_RETRIES]) is not int or spec[A_MAX_TASK_RETRIES] < -1
+            or type(spec[A_MAX_CONCURRENCY]) is not int or spec[A_MAX_CONCURRENCY] < 1
+            or not resources_ok(spec[A_RES])):
         raise ProtocolError("malformed actor spec")
     return spec

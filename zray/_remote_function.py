@@ -86,7 +86,7 @@ class RemoteFunction:
         refs = rt.new_refs(oids)
         args_blob, deps, held = rt.serialize_args(args, kwargs, f"remote function {self._name}")
         spec = [task_id, rt.ident, func_id, args_blob, None, nret, res, retries, retry_exc, name,
-                None, None, None]
+                None, None, None, rt.job]
         rt.submit(spec, deps, held, oids, None)
         if nret == 1:
             return refs[0]

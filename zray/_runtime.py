@@ -25,6 +25,7 @@ import zmq
 from . import _protocol as P
 from . import _serialization as S
 from ._config import CONFIG
+from ._direct import ActorEndpoint, DirectCalls
 from ._ids import IdSource, object_id
 from ._log import get_logger
 from ._object_ref import ObjectRef
@@ -33,6 +34,7 @@ from .exceptions import (GetTimeoutError, LocalRayletDiedError, ObjectLostError,
                          RaySystemError, ZrayError)
 
 _log = get_logger("runtime")
+_CALL, _DRESULT = -1, -2   # outbox entries for the I/O thread's direct-call sockets
 _current: "Runtime | None" = None
 
 
@@ -75,8 +77,11 @@ class Runtime:
     """One per process: the socket to the node broker and the futures table."""
 
     def __init__(self, address: str, kind: str, job_id: bytes, info: dict | None = None,
-                 life_fd: int | None = None) -> None:
+                 life_fd: int | None = None, direct_address: str | None = None) -> None:
         self.address = address
+        self.direct_address = direct_address   # an actor worker's own call socket
+        self._direct: DirectCalls | None = None
+        self._endpoint: ActorEndpoint | None = None
         self.life_fd = life_fd
         self.kind = kind
         self.job_id = job_id
@@ -110,6 +115,9 @@ class Runtime:
         self.block_hook: Callable[[bool], None] | None = None
         self.task_context: Any = None
         self.namespace: str = self.info.get("namespace") or ""
+        # [job_id, namespace] stamped on every task and actor this process submits;
+        # a worker takes it over from the task or actor it runs.
+        self.job: list = [job_id, self.namespace]
 
     # -- lifecycle ---------------------------------------------------------------
     def start(self, timeout: float) -> None:
@@ -168,6 +176,10 @@ class Runtime:
             poller.register(self._wake_fd, zmq.POLLIN)
             if self.life_fd is not None:
                 poller.register(self.life_fd, zmq.POLLIN)
+            self._direct = DirectCalls(ctx, poller, self.ident, sock, self._on_result)
+            if self.direct_address:
+                self._endpoint = ActorEndpoint(ctx, poller, self.direct_address,
+                                               lambda specs: self.on_tasks(specs, {}))
             while True:
                 events = dict(poller.poll())
                 if self._wake_fd in events:
@@ -182,6 +194,12 @@ class Runtime:
                     self._recv_all(sock)
                 if self.life_fd is not None and self.life_fd in events:
                     os._exit(1)  # the node broker died: nobody is left to talk to
+                if len(events) > 1 or sock not in events:
+                    for s in events:
+                        if s in self._direct.by_sock:
+                            self._direct.on_readable(s)
+                        elif self._endpoint is not None and s is self._endpoint.sock:
+                            self._endpoint.on_readable()
                 self._drain_released()
                 self._flush(sock)
                 if self._stopping:
@@ -192,6 +210,10 @@ class Runtime:
             self._fail_everything(exc)
         finally:
             self._welcome.set()
+            if self._direct is not None:
+                self._direct.close()
+            if self._endpoint is not None:
+                self._endpoint.close()
             sock.close()
             ctx.term()
 
@@ -212,12 +234,21 @@ class Runtime:
         out = self._outbox
         while out:
             mtype, fields = out.popleft()
+            if mtype == _CALL:
+                self._direct.call(fields[0])
+                continue
+            if mtype == _DRESULT:
+                self._endpoint.result(fields[0], fields[1])
+                continue
             if mtype in (P.SUBMIT, P.RESULTS):
                 items = list(fields[0])
                 while out and out[0][0] == mtype and len(items) < CONFIG.max_batch:
                     items.extend(out.popleft()[1][0])
                 fields = (items,)
             sock.send(P.encode(mtype, *fields), copy=True)
+        self._direct.flush()
+        if self._endpoint is not None:
+            self._endpoint.flush()
 
     def _drain_released(self) -> None:
         released = self.table.released
@@ -296,6 +327,8 @@ class Runtime:
         elif mtype == P.CANCEL:
             if self.on_cancel is not None:
                 self.on_cancel(f[0])
+        elif mtype == P.ACTOR_ADDR:
+            self._direct.on_address(f[0], f[1], f[2], f[3])
         elif mtype == P.CREATE_ACTOR:
             if self.on_create_actor is not None:
                 self.on_create_actor(f[0])
@@ -560,8 +593,14 @@ class Runtime:
     def _send_task(self, kind: int, spec: list) -> None:
         if kind == P.CREATE_ACTOR:
             self.send(P.CREATE_ACTOR, spec)
+        elif spec[P.T_ACTOR] is not None and CONFIG.direct_actor_calls:
+            self.send(_CALL, spec)
         else:
             self.send(P.SUBMIT, [spec])
+
+    def send_direct_result(self, owner: bytes, result: list) -> None:
+        """Send the result of a call that came straight from its caller back that way."""
+        self.send(_DRESULT, owner, result)
 
     def fail_returns(self, oids: list[bytes], exc: BaseException) -> None:
         blob = S.dumps_system_error(exc)

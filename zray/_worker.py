@@ -21,6 +21,7 @@ from . import _protocol as P
 from . import _runtime
 from . import _serialization as S
 from ._context import TaskContext, set_context, current_context
+from ._direct import DIRECT
 from ._object_ref import ObjectRef
 from .exceptions import ActorDiedError, TaskCancelledError
 
@@ -190,6 +191,12 @@ class Worker:
             kwargs = {k: values[v.index] if type(v) is _runtime._Slot else v for k, v in kwargs.items()}
         return args, kwargs
 
+    def _adopt_job(self, job: list | None) -> None:
+        """Run as part of the job (and namespace) of the driver that caused this work."""
+        if job and job is not self.rt.job:
+            self.rt.job_id, self.rt.namespace = job[0], job[1]
+            self.rt.job = job
+
     def _run_task(self, spec: list) -> None:
         task_id = spec[P.T_ID]
         name = spec[P.T_NAME]
@@ -201,6 +208,7 @@ class Worker:
         gpus = assigned.get("GPU") or []
         os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpus))
         ctx = TaskContext(task_id, name, None, spec[P.T_RES], gpus, name)
+        self._adopt_job(spec[P.T_JOB])
         set_context(ctx)
         self.rt.block_hook = self.on_block
         retries = spec[P.T_RETRIES]
@@ -259,17 +267,24 @@ class Worker:
                 return
             blobs.append(blob)
             contained.append(self.rt.hold_pairs(refs) if refs else None)
-        self.rt.send(P.RESULTS, [[spec[P.T_ID], spec[P.T_OWNER], P.OK, blobs,
-                                  contained if any(contained) else None]])
+        self._emit(spec, [spec[P.T_ID], spec[P.T_OWNER], P.OK, blobs,
+                          contained if any(contained) else None])
 
     def _send_error(self, spec: list, blob: bytes, nret: int) -> None:
-        self.rt.send(P.RESULTS, [[spec[P.T_ID], spec[P.T_OWNER], P.ERROR, blob, max(nret, 1)]])
+        self._emit(spec, [spec[P.T_ID], spec[P.T_OWNER], P.ERROR, blob, max(nret, 1)])
+
+    def _emit(self, spec: list, result: list) -> None:
+        if spec[P.T_ASSIGNED] == DIRECT:   # the call came straight from its caller
+            self.rt.send_direct_result(spec[P.T_OWNER], result)
+        else:
+            self.rt.send(P.RESULTS, [result])
 
     # -- actors --------------------------------------------------------------------
     def _create_actor(self, spec: list) -> None:
         self.actor_spec = spec
         name = spec[P.A_CLASS_NAME]
         os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, self.actor_gpus))
+        self._adopt_job(spec[P.A_JOB])
         ctx = TaskContext(spec[P.A_ID][:16], f"{name}.__init__", spec[P.A_ID], spec[P.A_RES],
                           self.actor_gpus, name)
         set_context(ctx)
@@ -296,7 +311,7 @@ class Worker:
             self.semaphore_size = concurrency
         elif concurrency > 1:
             self.pool = ThreadPoolExecutor(concurrency, thread_name_prefix="zray-actor")
-        self.rt.send(P.ACTOR_READY, spec[P.A_ID], 1, None)
+        self.rt.send(P.ACTOR_READY, spec[P.A_ID], 1, self.rt.direct_address)
 
     def _call_target(self, spec: list) -> tuple[Any, str]:
         method = spec[P.T_METHOD]
@@ -433,7 +448,11 @@ def exit_actor() -> None:
 
 
 def main(address: str, worker_id: bytes, actor_id: bytes | None, gpus: list, life_fd: int) -> None:
-    rt = _runtime.Runtime(address, "worker", b"", {"worker_id": worker_id}, life_fd=life_fd)
+    direct = None
+    if actor_id is not None:  # an actor takes calls on its own socket, next to the node's
+        direct = address.rsplit("/", 1)[0] + "/" + worker_id.decode() + ".sock"
+    rt = _runtime.Runtime(address, "worker", b"", {"worker_id": worker_id}, life_fd=life_fd,
+                          direct_address=direct)
     _runtime.set_current(rt)
     worker = Worker(rt, worker_id, actor_id, gpus)
     rt.on_tasks = worker.on_tasks

@@ -125,7 +125,8 @@ class ActorClass:
         args_blob, deps, held = rt.serialize_args(args, kwargs, f"{self._name}.__init__")
         spec = [actor_id, rt.ident, self._class_id, args_blob, None, res,
                 options.get("max_restarts", 0), options.get("max_task_retries", 0), concurrency,
-                name, namespace, detached, self._is_async, self._name, bool(options.get("get_if_exists"))]
+                name, namespace, detached, self._is_async, self._name, bool(options.get("get_if_exists")),
+                rt.job]
         rt.submit(spec, deps, held, [], actor_id, kind=P.CREATE_ACTOR)
         return handle
 
@@ -148,18 +149,17 @@ class ActorHandle:
         self._actor_id = actor_id
         self._token = token
         self._meta = meta
-        self._method_cache: dict[str, ActorMethod] = {}
 
     def __getattr__(self, name: str) -> "ActorMethod":
         if name.startswith("_"):
             raise AttributeError(name)
-        m = self._method_cache.get(name)
-        if m is None:
-            opts = self._meta["methods"].get(name)
-            if opts is None:
-                raise AttributeError(f"'{self._meta['class_name']}' actor has no method '{name}'")
-            m = self._method_cache[name] = ActorMethod(self, name, opts)
-        return m
+        opts = self._meta["methods"].get(name)
+        if opts is None:
+            raise AttributeError(f"'{self._meta['class_name']}' actor has no method '{name}'")
+        # A fresh bound method each time, as Ray does: caching it on the handle made a
+        # handle <-> method cycle, so a dropped handle (and its actor) lived until the
+        # cyclic GC ran, which in a worker may be never.
+        return ActorMethod(self, name, opts)
 
     def __reduce__(self):
         return (ActorHandle, (self._actor_id, self._token, self._meta))
@@ -208,7 +208,7 @@ class ActorMethod:
             retry_exc = S.dumps(list(retry_exc))[0]
         retries = opts.get("max_task_retries", h._meta.get("max_task_retries", 0))
         spec = [task_id, rt.ident, b"", args_blob, None, nret, {}, retries, retry_exc,
-                opts.get("name") or self._qualname, h._actor_id, self._name, None]
+                opts.get("name") or self._qualname, h._actor_id, self._name, None, rt.job]
         rt.submit(spec, deps, held, oids, h._actor_id)
         if nret == 1:
             return refs[0]

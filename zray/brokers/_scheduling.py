@@ -63,7 +63,7 @@ class Worker:
 
 class Actor:
     __slots__ = ("spec", "state", "worker", "mailbox", "inflight", "restarts_left", "no_restart",
-                 "death", "held", "released", "gpus")
+                 "death", "held", "released", "gpus", "address")
 
     def __init__(self, spec: list) -> None:
         self.spec = spec
@@ -78,6 +78,7 @@ class Actor:
         self.held: dict = {}
         self.released = False
         self.gpus: list = []
+        self.address = ""   # where callers send calls directly while it is ALIVE
 
 
 def shape_of(res: dict) -> tuple:
@@ -279,9 +280,18 @@ class LocalScheduler:
         if w.actor_id is not None:
             return [(CANCEL, wid, task_id)]
         if force:
+            if next(iter(w.tasks)) != task_id:
+                # Leased but not started: it fails now and the worker skips it.
+                # Killing the worker would take down the task it is running.
+                spec = w.tasks.pop(task_id)
+                del self.running[task_id]
+                return [(CANCEL, wid, task_id), (FAIL, spec, CANCELLED, "")]
             spec = w.tasks.pop(task_id)
             del self.running[task_id]
-            return [(KILL, wid), (FAIL, spec, CANCELLED, "")]
+            # The tasks leased behind it never started: back to the queue, no retry
+            # used (else they would fail with the worker as if they had crashed it).
+            self._requeue(w, list(w.tasks))
+            return [(KILL, wid), (FAIL, spec, CANCELLED, "")] + self._schedule()
         return [(CANCEL, wid, task_id)]
 
     def reap_idle(self, now: float, timeout: float) -> list:
@@ -309,11 +319,15 @@ class LocalScheduler:
                 self.idle.remove(wid)
             if w.state == WState.BUSY:
                 self._end_lease(w)
-            # Tasks run in the order given: the first one left was running; the
-            # others never started and go back to the queue as they are.
-            specs = list(w.tasks.values())
-            self._requeue(w, [spec[P.T_ID] for spec in specs[1:]])
-            for spec in specs[:1]:
+            # Every task of the lease without a result may have run: the worker runs
+            # them in order, but the result of one it finished dies with it if still
+            # in its outbox (a task that calls os._exit() right after another one),
+            # so the first one left is not always the one that was running. Each one
+            # counts as run (a retry used, or WorkerCrashedError at max_retries=0), so
+            # that no task runs more often than its retries allow. (Tasks a blocked
+            # worker handed back never ran and were requeued as they were.)
+            crashed = []
+            for spec in reversed(list(w.tasks.values())):
                 if self.running.pop(spec[P.T_ID], None) is None:
                     continue
                 if spec[P.T_RETRIES] != 0:
@@ -322,10 +336,13 @@ class LocalScheduler:
                     self.queues.setdefault(shape_of(spec[P.T_RES]), deque()).appendleft(spec)
                     self.queued += 1
                 else:
-                    acts.append((FAIL, spec, CRASHED, "the worker running it died"))
-            if self.task_workers() + self.starting < self.pool_size or self.queued:
-                if self.task_workers() < self.pool_size:
-                    acts.append(self._spawn(None))
+                    crashed.append((FAIL, spec, CRASHED, "the worker running it died"))
+            acts.extend(reversed(crashed))
+            # Keep the pool full. (task_workers() already counts the starting ones:
+            # adding self.starting again left the pool short when a worker died
+            # while another was still starting.)
+            if self.task_workers() < self.pool_size:
+                acts.append(self._spawn(None))
             acts.extend(self._schedule())
             return acts
         actor = self.actors.get(w.actor_id)
@@ -383,7 +400,8 @@ class LocalScheduler:
             return []
         if state == 1:
             actor.state = AState.ALIVE
-            acts: list = [(ACTOR_STATE, actor.spec[P.A_ID], "ALIVE", {})]
+            actor.address = message
+            acts: list = [(ACTOR_STATE, actor.spec[P.A_ID], "ALIVE", {"address": message})]
             if actor.mailbox:
                 calls = list(actor.mailbox)
                 actor.mailbox.clear()

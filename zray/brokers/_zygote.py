@@ -87,6 +87,16 @@ def start(worker_main: Callable[[bytes, bytes | None, list], None], keep_fds: li
     # -- in the zygote --
     os.close(cmd_w)
     os.close(rep_r)
+    # Keep only what workers need. An inherited write end of the node's life pipe
+    # kept that pipe open in every worker, so a worker forked as the node stopped
+    # never saw EOF and lingered (30 s, until its own start timeout).
+    keep = {0, 1, 2, cmd_r, rep_w, *keep_fds}
+    for fd in [int(name) for name in os.listdir("/proc/self/fd")]:
+        if fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
     try:
         _serve(cmd_r, rep_w, worker_main, keep_fds)
     finally:

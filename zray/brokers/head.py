@@ -114,11 +114,18 @@ class HeadBroker:
 
     def _handle(self, ident: bytes, mtype: int, f: list) -> None:
         if mtype == P.HEARTBEAT:
+            if not _amounts_ok(f[1]) or type(f[2]) is not dict:
+                raise ProtocolError("malformed HEARTBEAT")
             node = self.nodes.get(f[0])
             if node is not None:
                 node.available, node.load, node.last_seen = f[1], f[2], time.monotonic()
                 node.alive = True
         elif mtype == P.NODE_HELLO:
+            # Checked here: a node id that is not bytes broke nodes() and then killed
+            # the head when the node was declared dead (on a timer, outside this try).
+            if (type(f[0]) is not bytes or type(f[1]) is not str or not P.resources_ok(f[2])
+                    or type(f[3]) is not dict):
+                raise ProtocolError("malformed NODE_HELLO")
             node = NodeRecord(f[0], ident, f[1], f[2], f[3])
             self.nodes[f[0]] = node
             self.by_ident[ident] = node
@@ -132,6 +139,13 @@ class HeadBroker:
             self._send(ident, P.HEAD_REPLY, client, seq, ok, result)
         elif mtype == P.SPILLBACK:
             for spec in f[0]:
+                # Checked here: an infeasible spec is looked at again on a timer (to
+                # warn its owner), where a malformed one killed the head.
+                try:
+                    spec = P.check_actor(spec) if len(spec) == P.ACTOR_FIELDS else P.check_task(spec)
+                except (ProtocolError, TypeError):
+                    self.log.warning("dropped a malformed spilled spec", spec=repr(spec)[:300])
+                    continue
                 self._place(ident, spec)
         elif mtype == P.ACTOR_EVENT:
             actor = self.actors.setdefault(f[0], {"name": None, "namespace": None})
@@ -182,6 +196,8 @@ class HeadBroker:
     def _call(self, ident: bytes, op: str, args: list):
         if op == "register_actor":
             actor_id, name, namespace, handle_blob, get_if_exists = args
+            if type(actor_id) is not bytes or type(name) is not str:
+                raise ValueError("register_actor wants a bytes actor id and a str name")
             key = (namespace, name)
             existing = self.named.get(key)
             if existing is not None and self.actors.get(existing, {}).get("state") != "DEAD":
@@ -232,6 +248,12 @@ class HeadBroker:
             "DeathReason": 0 if n.alive else 1, "DeathReasonMessage": n.death,
             "Resources": dict(n.resources), "Labels": {}, "Load": n.load,
         }
+
+
+def _amounts_ok(amounts) -> bool:
+    """True if `amounts` maps resource names to numbers (free amounts may be < 0)."""
+    return type(amounts) is dict and all(
+        type(k) is str and (type(v) is float or type(v) is int) for k, v in amounts.items())
 
 
 def _exit_on_signal(signum, frame):

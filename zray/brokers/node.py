@@ -19,8 +19,8 @@ from collections import defaultdict
 from .. import _protocol as P
 from .._config import CONFIG
 from .._log import get_logger
-from ..exceptions import (ActorDiedError, OwnerDiedError, ProtocolError, TaskCancelledError,
-                          WorkerCrashedError)
+from ..exceptions import (ActorDiedError, OwnerDiedError, ProtocolError, RaySystemError,
+                          TaskCancelledError, WorkerCrashedError)
 from . import _scheduling as S
 from . import _zygote
 
@@ -60,6 +60,7 @@ class NodeBroker:
         self.clients: set[bytes] = set()
         self.running = True
         self._actor_fail_blob: dict[bytes, bytes] = {}   # actor_id -> why its calls fail
+        self._subscribers: dict[bytes, set] = defaultdict(set)  # actor_id -> callers to tell
         self._last_sent_avail: dict = {}
         self._last_update = 0.0
         self._last_beat = 0.0
@@ -215,7 +216,11 @@ class NodeBroker:
         if mtype == P.SUBMIT:
             calls, tasks = [], []
             for spec in f[0]:
-                P.check_task(spec)
+                try:
+                    P.check_task(spec)
+                except ProtocolError:  # this one only, not the whole batch
+                    self._reject_task(spec)
+                    continue
                 (calls if spec[P.T_ACTOR] is not None else tasks).append(spec)
             if tasks:
                 self._do(self.sched.submit(tasks))
@@ -247,7 +252,10 @@ class NodeBroker:
             if wid is not None:
                 if f[1] != 1 and isinstance(f[2], bytes):
                     self._actor_fail_blob[f[0]] = f[2]
-                self._do(self.sched.actor_ready(wid, f[1], ""))
+                address = f[2] if f[1] == 1 and isinstance(f[2], str) else ""
+                self._do(self.sched.actor_ready(wid, f[1], address))
+        elif mtype == P.LOOKUP:
+            self._lookup(ident, f[0])
         elif mtype == P.CANCEL:
             self._do(self.sched.cancel(f[0], bool(f[1])))
         elif mtype == P.KILL_ACTOR:
@@ -312,7 +320,7 @@ class NodeBroker:
         elif mtype == P.PLACE:
             for spec in f[0]:
                 if len(spec) == P.ACTOR_FIELDS:
-                    self._do(self.sched.create_actor(spec))
+                    self._do(self.sched.create_actor(P.check_actor(spec)))
                 else:
                     self._do(self.sched.submit([P.check_task(spec)]))
         elif mtype == P.SHUTDOWN:
@@ -356,6 +364,38 @@ class NodeBroker:
                 self._to_head(P.SPILLBACK, act[1])
             elif kind == S.ACTOR_STATE:
                 self._to_head(P.ACTOR_EVENT, act[1], act[2], act[3])
+                self._tell_callers(act[1], act[2], act[3])
+
+    # -- direct actor calls: callers learn where an actor lives, and each change ----
+    def _lookup(self, ident: bytes, actor_id: bytes) -> None:
+        actor = self.sched.actors.get(actor_id)
+        if actor is None or actor.state == S.AState.DEAD:
+            why = actor.death if actor is not None else "it is not known on this node"
+            self._send(ident, P.ACTOR_ADDR, actor_id, "DEAD", "", self._death_blob(actor_id, why))
+            return
+        self._subscribers[actor_id].add(ident)
+        if actor.state == S.AState.ALIVE:
+            self._send(ident, P.ACTOR_ADDR, actor_id, "ALIVE", actor.address, None)
+
+    def _tell_callers(self, actor_id: bytes, state: str, info: dict) -> None:
+        subs = self._subscribers.get(actor_id)
+        if not subs:
+            return
+        if state == "DEAD":
+            blob = self._death_blob(actor_id, info.get("reason", ""))
+            for ident in self._subscribers.pop(actor_id):
+                self._send(ident, P.ACTOR_ADDR, actor_id, "DEAD", "", blob)
+            return
+        for ident in list(subs):
+            if not self._send(ident, P.ACTOR_ADDR, actor_id, state, info.get("address", ""), None):
+                subs.discard(ident)
+
+    def _death_blob(self, actor_id: bytes, why: str) -> bytes:
+        blob = self._actor_fail_blob.get(actor_id)
+        if blob is None:
+            blob = pickle.dumps(ActorDiedError(f"The actor {actor_id.hex()} is dead ({why}).",
+                                               actor_id.hex()))
+        return blob
 
     def _dispatch(self, wid: bytes, specs: list) -> None:
         ident = self.ident_of[wid]
@@ -390,6 +430,18 @@ class NodeBroker:
                                      "and it has no retries left (max_retries).")
         self._send(spec[P.T_OWNER], P.RESULTS,
                    [[spec[P.T_ID], spec[P.T_OWNER], P.ERROR, pickle.dumps(err), spec[P.T_NRET]]])
+
+    def _reject_task(self, spec) -> None:
+        """A malformed task spec: its owner gets an error if the spec says which task
+        and whose (else it would wait forever), and the spec is dropped."""
+        self.log.warning("dropped a malformed task spec", spec=repr(spec)[:300])
+        if (type(spec) is list and len(spec) == P.TASK_FIELDS and type(spec[P.T_ID]) is bytes
+                and type(spec[P.T_OWNER]) is bytes):
+            err = RaySystemError(f"The node broker dropped task {spec[P.T_NAME]!r}: its spec is "
+                                 "malformed (a bug in zray, or a client of another version).")
+            nret = spec[P.T_NRET] if type(spec[P.T_NRET]) is int and spec[P.T_NRET] > 0 else 1
+            self._send(spec[P.T_OWNER], P.RESULTS,
+                       [[spec[P.T_ID], spec[P.T_OWNER], P.ERROR, pickle.dumps(err), nret]])
 
     # -- shutdown ------------------------------------------------------------------
     def _shutdown(self) -> None:
