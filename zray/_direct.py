@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pickle
 from collections import deque
-from typing import Any, Callable
+from typing import Callable
 
 import zmq
 

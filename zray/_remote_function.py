@@ -6,7 +6,6 @@ import inspect
 from typing import Any, Callable
 
 from . import _options
-from . import _protocol as P
 from . import _serialization as S
 from ._ids import object_id
 

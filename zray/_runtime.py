@@ -16,7 +16,6 @@ import itertools
 import os
 import sys
 import threading
-import time
 from collections import deque
 from typing import Any, Callable
 
@@ -30,8 +29,7 @@ from ._ids import IdSource, object_id
 from ._log import get_logger
 from ._object_ref import ObjectRef
 from ._object_table import ERROR, PENDING, READY, ObjectTable, Waiter
-from .exceptions import (GetTimeoutError, LocalRayletDiedError, ObjectLostError, OwnerDiedError,
-                         RaySystemError, ZrayError)
+from .exceptions import (GetTimeoutError, LocalRayletDiedError, ObjectLostError, RaySystemError)
 
 _log = get_logger("runtime")
 _CALL, _DRESULT = -1, -2   # outbox entries for the I/O thread's direct-call sockets
@@ -450,7 +448,7 @@ class Runtime:
         try:
             if not waiter.event.wait(timeout):
                 if stop_on_error:
-                    pending = [r for r, e in zip(refs, entries) if e.state == PENDING]
+                    pending = [r for r, e in zip(refs, entries, strict=False) if e.state == PENDING]
                     raise GetTimeoutError(
                         f"get() timed out after {timeout} s; {len(pending)} of {len(refs)} objects "
                         f"not ready (first: {pending[0] if pending else None})")
@@ -465,7 +463,7 @@ class Runtime:
         if sum(e.state != PENDING for e in entries) < num_returns and timeout != 0:
             self._wait_for(entries, num_returns, False, timeout, refs)
         ready, not_ready = [], []
-        for ref, entry in zip(refs, entries):
+        for ref, entry in zip(refs, entries, strict=False):
             if entry.state != PENDING and len(ready) < num_returns:
                 ready.append(ref)
             else:

@@ -22,7 +22,6 @@ from . import _runtime
 from . import _serialization as S
 from ._context import TaskContext, set_context, current_context
 from ._direct import DIRECT
-from ._object_ref import ObjectRef
 from .exceptions import ActorDiedError, TaskCancelledError
 
 _STOP = object()

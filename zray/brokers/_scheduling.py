@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from typing import Any
 
 from .. import _protocol as P
 
@@ -267,7 +266,7 @@ class LocalScheduler:
         return self._schedule() if is_blocked else []
 
     def cancel(self, task_id: bytes, force: bool) -> list:
-        for shape, queue in self.queues.items():
+        for _shape, queue in self.queues.items():
             for spec in queue:
                 if spec[P.T_ID] == task_id:
                     queue.remove(spec)
@@ -355,7 +354,7 @@ class LocalScheduler:
         aid = spec[P.A_ID]
         if aid in self.actors:
             return []
-        actor = self.actors[aid] = Actor(spec)
+        self.actors[aid] = Actor(spec)
         if not self.feasible(self._placement_res(spec)):
             return [(SPILLBACK, [spec])]
         self.pending_actors.append(aid)

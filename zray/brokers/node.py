@@ -101,7 +101,6 @@ class NodeBroker:
                 shutil.rmtree(self.session_dir, ignore_errors=True)
 
     def _loop(self) -> None:
-        zmq = self.zmq
         while self.running:
             events = dict(self.poller.poll(self._timeout_ms()))
             if self.front in events:
