@@ -702,14 +702,16 @@ def test_cancel_queued_actor_call(cluster, tmp_path):
         g = Gate.remote()
         blocked = g.block.remote(fifo)
         queued = g.mark.remote("cancelled")
+        zray.cancel(queued)  # travels to the actor on the same socket as the next call
         after = g.mark.remote("kept")
-        zray.cancel(queued)
         os.write(wfd, b"x")
         assert zray.get(blocked, timeout=T) == b"x"
         assert zray.get(after, timeout=T) == "kept"
         ran = zray.get(g.ran_.remote(), timeout=T)
         if "cancelled" in ran:
-            pytest.skip("zray.cancel() does not cancel queued actor calls yet")
+            # The gate opened before the cancel reached the actor (cancel is
+            # asynchronous, as in Ray): nothing to check in this run.
+            pytest.skip("the cancel reached the actor after the call had started")
         with pytest.raises(TaskCancelledError):
             zray.get(queued, timeout=T)
         assert ran == ["kept"]

@@ -75,6 +75,8 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
             if k in ("CPU", "GPU"):
                 raise ValueError(f"use num_cpus/num_gpus instead of resources={{{k!r}: ...}}")
             total[k] = float(v)
+        total["node:127.0.0.1"] = 1.0            # as Ray: a resource naming the node
+        total["node:__internal_head__"] = 1.0
         total["memory"] = float(_memory_bytes())
         total["object_store_memory"] = float(_memory_bytes() // 3)
         pool = max(1, int(total["CPU"]))
@@ -208,8 +210,7 @@ def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True
     A running task is interrupted (force=True kills its worker)."""
     if type(object_ref) is not ObjectRef:
         raise TypeError(f"cancel() expects an ObjectRef, got {type(object_ref).__name__}")
-    from . import _protocol as P
-    _runtime_or_init().send(P.CANCEL, object_ref._id[:16], bool(force))
+    _runtime_or_init().cancel(object_ref._id[:16], bool(force))
 
 
 def get_actor(name: str, namespace: str | None = None) -> Any:

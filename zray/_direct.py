@@ -19,7 +19,7 @@ import zmq
 
 from . import _protocol as P
 from ._log import get_logger
-from .exceptions import ActorUnavailableError
+from .exceptions import ActorUnavailableError, TaskCancelledError
 
 _log = get_logger("direct")
 
@@ -137,6 +137,20 @@ class DirectCalls:
                 a.inflight.pop(r[P.R_TASK], None)
                 self.on_result(r)
 
+    def cancel(self, task_id: bytes, force: bool) -> bool:
+        """Cancel a call made here: a queued one at once, a sent one by asking its
+        actor. False if the task is not an actor call of this caller."""
+        for aid, a in self.actors.items():
+            for spec in a.queue:
+                if spec[P.T_ID] == task_id:
+                    a.queue.remove(spec)
+                    self._fail(spec, pickle.dumps(TaskCancelledError(task_id.hex())))
+                    return True
+            if task_id in a.inflight and a.sock is not None:
+                a.sock.send(P.encode(P.CANCEL, task_id, force))
+                return True
+        return False
+
     def _fail(self, spec: list, error: bytes | None) -> None:
         self.on_result([spec[P.T_ID], spec[P.T_OWNER], P.ERROR, error, max(spec[P.T_NRET], 1)])
 
@@ -157,7 +171,8 @@ class ActorEndpoint:
     worker's I/O thread. Results of calls that came this way go back this way."""
 
     def __init__(self, ctx: zmq.Context, poller: zmq.Poller, address: str,
-                 on_calls: Callable[[list], None]) -> None:
+                 on_calls: Callable[[list], None], on_cancel: Callable[[bytes], None]) -> None:
+        self.on_cancel = on_cancel
         self.address = address
         self.sock = ctx.socket(zmq.ROUTER)
         self.sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
@@ -179,6 +194,9 @@ class ActorEndpoint:
                 if len(frames) != 2:
                     raise P.ProtocolError(f"expected 2 frames, got {len(frames)}")
                 mtype, fields = P.decode(frames[1])
+                if mtype == P.CANCEL:
+                    self.on_cancel(fields[0])
+                    continue
                 if mtype != P.SUBMIT:
                     raise P.ProtocolError(f"{P.NAMES[mtype]} is not a call")
                 specs = [P.check_task(s) for s in fields[0]]

@@ -32,7 +32,7 @@ from ._object_table import ERROR, PENDING, READY, ObjectTable, Waiter
 from .exceptions import (GetTimeoutError, LocalRayletDiedError, ObjectLostError, RaySystemError)
 
 _log = get_logger("runtime")
-_CALL, _DRESULT = -1, -2   # outbox entries for the I/O thread's direct-call sockets
+_CALL, _DRESULT, _CANCEL = -1, -2, -3   # outbox entries for the I/O thread's direct calls
 _current: "Runtime | None" = None
 
 
@@ -177,7 +177,8 @@ class Runtime:
             self._direct = DirectCalls(ctx, poller, self.ident, sock, self._on_result)
             if self.direct_address:
                 self._endpoint = ActorEndpoint(ctx, poller, self.direct_address,
-                                               lambda specs: self.on_tasks(specs, {}))
+                                               lambda specs: self.on_tasks(specs, {}),
+                                               lambda task_id: self.on_cancel(task_id))
             while True:
                 events = dict(poller.poll())
                 if self._wake_fd in events:
@@ -237,6 +238,10 @@ class Runtime:
                 continue
             if mtype == _DRESULT:
                 self._endpoint.result(fields[0], fields[1])
+                continue
+            if mtype == _CANCEL:
+                if not self._direct.cancel(fields[0], fields[1]):
+                    sock.send(P.encode(P.CANCEL, fields[0], fields[1]))
                 continue
             if mtype in (P.SUBMIT, P.RESULTS):
                 items = list(fields[0])
@@ -595,6 +600,10 @@ class Runtime:
             self.send(_CALL, spec)
         else:
             self.send(P.SUBMIT, [spec])
+
+    def cancel(self, task_id: bytes, force: bool) -> None:
+        """Cancel a task (through the node) or an actor call (through its actor)."""
+        self.send(_CANCEL, task_id, force)
 
     def send_direct_result(self, owner: bytes, result: list) -> None:
         """Send the result of a call that came straight from its caller back that way."""

@@ -137,7 +137,9 @@ class Worker:
             self.loop.call_soon_threadsafe(self._cancel_async, task_id)
             return
         self.cancelled.add(task_id)
-        if self.current_task == task_id:
+        # A running task is interrupted; a running call of a sync actor is not (as
+        # in Ray): only its queued calls are cancelled.
+        if self.current_task == task_id and self.actor_id is None:
             signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)
 
     def on_shutdown(self) -> None:
@@ -324,6 +326,12 @@ class Worker:
                           self.actor_spec[P.A_CLASS_NAME])
         set_context(ctx)
         retries = spec[P.T_RETRY_EXC] and spec[P.T_RETRIES]
+        if spec[P.T_ID] in self.cancelled:
+            self.cancelled.discard(spec[P.T_ID])
+            self._send_error(spec, S.dumps_system_error(TaskCancelledError(spec[P.T_ID].hex())),
+                             spec[P.T_NRET])
+            set_context(None)
+            return False
         try:
             while True:
                 try:
