@@ -25,7 +25,7 @@ _log = get_logger("direct")
 
 
 class _Actor:
-    __slots__ = ("state", "address", "sock", "queue", "inflight", "error")
+    __slots__ = ("state", "address", "sock", "queue", "inflight", "error", "release")
 
     def __init__(self) -> None:
         self.state = "RESOLVING"
@@ -34,6 +34,7 @@ class _Actor:
         self.queue: deque = deque()            # calls waiting for an address
         self.inflight: dict[bytes, list] = {}  # task_id -> spec, sent, no result yet
         self.error: bytes | None = None
+        self.release = False                   # the last handle is gone: end it after the queue
 
 
 class DirectCalls:
@@ -94,6 +95,8 @@ class DirectCalls:
                 specs = list(a.queue)
                 a.queue.clear()
                 self._send(a, specs)
+            if a.release:
+                a.sock.send(P.encode(P.RELEASE_ACTOR, aid, True))
         elif state == "RESTARTING":
             a.state = "RESTARTING"
             self._close(a)
@@ -137,6 +140,18 @@ class DirectCalls:
                 a.inflight.pop(r[P.R_TASK], None)
                 self.on_result(r)
 
+    def release(self, aid: bytes) -> bool:
+        """Tell the actor (behind this caller's calls) that its last handle is gone;
+        False if this process never called it (the node tells it then)."""
+        a = self.actors.get(aid)
+        if a is None or a.state == "DEAD":
+            return False
+        a.release = True
+        self.flush()
+        if a.state == "ALIVE":
+            a.sock.send(P.encode(P.RELEASE_ACTOR, aid, True))
+        return True
+
     def cancel(self, task_id: bytes, force: bool) -> bool:
         """Cancel a call made here: a queued one at once, a sent one by asking its
         actor. False if the task is not an actor call of this caller."""
@@ -171,8 +186,9 @@ class ActorEndpoint:
     worker's I/O thread. Results of calls that came this way go back this way."""
 
     def __init__(self, ctx: zmq.Context, poller: zmq.Poller, address: str,
-                 on_calls: Callable[[list], None], on_cancel: Callable[[bytes], None]) -> None:
-        self.on_cancel = on_cancel
+                 on_calls: Callable[[list], None], on_cancel: Callable[[bytes], None],
+                 on_release: Callable[[], None]) -> None:
+        self.on_cancel, self.on_release = on_cancel, on_release
         self.address = address
         self.sock = ctx.socket(zmq.ROUTER)
         self.sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
@@ -196,6 +212,9 @@ class ActorEndpoint:
                 mtype, fields = P.decode(frames[1])
                 if mtype == P.CANCEL:
                     self.on_cancel(fields[0])
+                    continue
+                if mtype == P.RELEASE_ACTOR:
+                    self.on_release()
                     continue
                 if mtype != P.SUBMIT:
                     raise P.ProtocolError(f"{P.NAMES[mtype]} is not a call")

@@ -32,7 +32,9 @@ OBJECT = 10        # object_id, requester, status, blob, contained owner -> node
 BORROW = 11        # owner, [object_id, ...], delta               client -> node -> owner
 CANCEL = 12        # task_id, force                               client -> node -> worker
 KILL_ACTOR = 13    # actor_id, no_restart                         client -> node
-RELEASE_ACTOR = 14  # actor_id                                    owner -> node
+RELEASE_ACTOR = 14  # actor_id, sent_direct                        owner -> node (-> actor)
+                    # sent_direct: the owner sent it on to the actor itself, after
+                    # its own calls (so the node must not end the actor first)
 LOG = 15           # prefix, text, is_stderr                      worker -> node -> drivers
 WARN = 16          # target, message                              node/head -> owner
 HEAD_CALL = 17     # client, req_id, op, args                     client -> node -> head
@@ -55,7 +57,7 @@ ACTOR_EVENT = 34   # actor_id, state, info{}                      node -> head
 _ARITY = {
     HELLO: 4, WELCOME: 2, SUBMIT: 1, FUNC: 2, TASKS: 2, RESULTS: 1, CREATE_ACTOR: 1,
     BLOCKED: 2, FETCH: 3, OBJECT: 5, BORROW: 3, CANCEL: 2, KILL_ACTOR: 2,
-    RELEASE_ACTOR: 1, LOG: 3, WARN: 2, HEAD_CALL: 4, HEAD_REPLY: 4, SHUTDOWN: 1,
+    RELEASE_ACTOR: 2, LOG: 3, WARN: 2, HEAD_CALL: 4, HEAD_REPLY: 4, SHUTDOWN: 1,
     ACTOR_READY: 3, LOOKUP: 1, ACTOR_ADDR: 4, NODE_HELLO: 4, HEARTBEAT: 3, SPILLBACK: 1, PLACE: 1, ACTOR_EVENT: 3,
 }
 NAMES = {number: name for name, number in globals().items()

@@ -32,7 +32,8 @@ from ._object_table import ERROR, PENDING, READY, ObjectTable, Waiter
 from .exceptions import (GetTimeoutError, LocalRayletDiedError, ObjectLostError, RaySystemError)
 
 _log = get_logger("runtime")
-_CALL, _DRESULT, _CANCEL = -1, -2, -3   # outbox entries for the I/O thread's direct calls
+# Outbox entries for the I/O thread's direct-call sockets.
+_CALL, _DRESULT, _CANCEL, _RELEASE = -1, -2, -3, -4
 _current: "Runtime | None" = None
 
 
@@ -178,7 +179,8 @@ class Runtime:
             if self.direct_address:
                 self._endpoint = ActorEndpoint(ctx, poller, self.direct_address,
                                                lambda specs: self.on_tasks(specs, {}),
-                                               lambda task_id: self.on_cancel(task_id))
+                                               lambda task_id: self.on_cancel(task_id),
+                                               lambda: self.on_shutdown())
             while True:
                 events = dict(poller.poll())
                 if self._wake_fd in events:
@@ -239,6 +241,12 @@ class Runtime:
             if mtype == _DRESULT:
                 self._endpoint.result(fields[0], fields[1])
                 continue
+            if mtype == _RELEASE:
+                # Through the actor's own socket when this process calls it, so that
+                # the actor ends after the calls sent before, not before them.
+                direct = self._direct.release(fields[0])
+                sock.send(P.encode(P.RELEASE_ACTOR, fields[0], direct))
+                continue
             if mtype == _CANCEL:
                 if not self._direct.cancel(fields[0], fields[1]):
                     sock.send(P.encode(P.CANCEL, fields[0], fields[1]))
@@ -268,7 +276,7 @@ class Runtime:
         if entry.contained:
             self.release_pairs(entry.contained)
         if entry.actor and entry.owned:
-            self._outbox.append((P.RELEASE_ACTOR, (oid,)))
+            self._outbox.append((_RELEASE, (oid,)))
 
     def release_pairs(self, pairs: list) -> None:
         """Drop the holds a stored value or a finished task had on these objects."""

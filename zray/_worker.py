@@ -389,11 +389,16 @@ class Worker:
         loop.close()
 
     def _start_async_call(self, item: Any) -> None:
-        if item is _STOP:
-            if not self.stop_future.done():
-                self.stop_future.set_result(None)
+        if item is _STOP:  # end after the calls already here, as a sync actor does
+            self.loop.create_task(self._stop_after(list(self.async_tasks.values())))
             return
         self.async_tasks[item[P.T_ID]] = self.loop.create_task(self._async_call(item))
+
+    async def _stop_after(self, tasks: list) -> None:
+        if tasks:
+            await asyncio.wait(tasks)
+        if not self.stop_future.done():
+            self.stop_future.set_result(None)
 
     def _cancel_async(self, task_id: bytes) -> None:
         task = self.async_tasks.get(task_id)

@@ -407,7 +407,7 @@ class LocalScheduler:
                 for c in calls:
                     actor.inflight[c[P.T_ID]] = c
                 acts.append((FORWARD, wid, calls))
-            if actor.released:
+            if actor.released is True:
                 acts.append((RELEASE, wid))
             return acts
         actor.no_restart = True
@@ -443,12 +443,17 @@ class LocalScheduler:
             return [(KILL, actor.worker)]
         return self._actor_died(actor, actor.death or "it was killed")
 
-    def release_actor(self, aid: bytes) -> list:
-        """The last handle is gone: end the actor once its queued calls are done."""
+    def release_actor(self, aid: bytes, sent_direct: bool = False) -> list:
+        """The last handle is gone: end the actor once its queued calls are done.
+        With sent_direct the owner told the actor itself (behind its own calls)."""
         actor = self.actors.get(aid)
         if actor is None or actor.state == AState.DEAD or actor.spec[P.A_DETACHED]:
             return []
-        actor.released = True
+        actor.released = "direct" if sent_direct else True
+        if sent_direct and actor.state != AState.PENDING:
+            actor.no_restart = True
+            actor.death = "all handles to it went out of scope"
+            return []
         actor.no_restart = True
         actor.death = "all handles to it went out of scope"
         if actor.state == AState.ALIVE:

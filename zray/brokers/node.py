@@ -260,7 +260,7 @@ class NodeBroker:
         elif mtype == P.KILL_ACTOR:
             self._do(self.sched.kill_actor(f[0], bool(f[1])))
         elif mtype == P.RELEASE_ACTOR:
-            self._do(self.sched.release_actor(f[0]))
+            self._do(self.sched.release_actor(f[0], bool(f[1])))
         elif mtype == P.LOG:
             for d, info in self.drivers.items():
                 if info.get("log_to_driver", True):
