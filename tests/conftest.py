@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import os
+import shutil
 import tempfile
 import time
 
@@ -11,10 +12,25 @@ import pytest
 
 import zray
 
+# This test session's own temp root (session dirs are made there, by this process and
+# by driver subprocesses, which inherit TMPDIR): the leak checks then see only this
+# session's processes and files, not those of another test run or benchmark on the
+# same machine (which made them fail or wait their full timeout). Removed at exit.
+_TMP_ROOT = tempfile.mkdtemp(prefix="zraytests-")
+os.environ["TMPDIR"] = _TMP_ROOT
+tempfile.tempdir = _TMP_ROOT
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(_TMP_ROOT, ignore_errors=True)
+
 
 def zray_pids() -> set[int]:
-    """Pids of live processes whose command line names zray (brokers, zygotes, workers)."""
+    """Pids of live zray processes (brokers, zygotes, workers) of this test session:
+    their command line names zray.brokers and a session dir under this session's
+    temp root."""
     me = os.getpid()
+    root = _TMP_ROOT.encode()
     pids = set()
     for path in glob.glob("/proc/[0-9]*/cmdline"):
         try:
@@ -25,7 +41,7 @@ def zray_pids() -> set[int]:
                 state = f.read().rsplit(")", 1)[1].split()[0]
         except (OSError, ValueError, IndexError):
             continue
-        if pid != me and state != "Z" and b"zray.brokers" in cmd:
+        if pid != me and state != "Z" and b"zray.brokers" in cmd and root in cmd:
             pids.add(pid)
     return pids
 

@@ -275,6 +275,7 @@ class Worker:
         self._emit(spec, [spec[P.T_ID], spec[P.T_OWNER], P.ERROR, blob, max(nret, 1)])
 
     def _emit(self, spec: list, result: list) -> None:
+        _flush_output()  # the task's last output line goes out before its result
         if spec[P.T_ASSIGNED] == DIRECT:   # the call came straight from its caller
             self.rt.send_direct_result(spec[P.T_OWNER], result)
         else:
