@@ -16,6 +16,9 @@ class Config:
     # under one lease (fewer messages per task; a worker that blocks in get() hands
     # back the ones it has not started).
     dispatch_batch: int = 16
+    # An owner keeps a leased worker this long after its last task on it (a loop of
+    # sync tasks reuses it: 2 hops a task instead of 4). 0 turns leases off.
+    lease_linger_s: float = 0.02
     # Callers send actor calls straight to the actor's socket (2 hops, not 4).
     direct_actor_calls: bool = True
     # Node broker -> head broker heartbeat period, and how many missed beats kill a node.

@@ -186,7 +186,7 @@ class ActorEndpoint:
     worker's I/O thread. Results of calls that came this way go back this way."""
 
     def __init__(self, ctx: zmq.Context, poller: zmq.Poller, address: str,
-                 on_calls: Callable[[list], None], on_cancel: Callable[[bytes], None],
+                 on_calls: Callable[[list, dict], None], on_cancel: Callable[[bytes], None],
                  on_release: Callable[[], None]) -> None:
         self.on_cancel, self.on_release = on_cancel, on_release
         self.address = address
@@ -216,7 +216,12 @@ class ActorEndpoint:
                 if mtype == P.RELEASE_ACTOR:
                     self.on_release()
                     continue
-                if mtype != P.SUBMIT:
+                funcs = {}
+                if mtype == P.TASKS:   # leased tasks, with functions this worker lacks
+                    funcs = fields[1]
+                    if type(funcs) is not dict:
+                        raise P.ProtocolError("TASKS wants a map of functions")
+                elif mtype != P.SUBMIT:
                     raise P.ProtocolError(f"{P.NAMES[mtype]} is not a call")
                 specs = [P.check_task(s) for s in fields[0]]
             except Exception as exc:  # never die of a message
@@ -224,7 +229,7 @@ class ActorEndpoint:
                 continue
             for spec in specs:
                 spec[P.T_ASSIGNED] = DIRECT
-            self.on_calls(specs)
+            self.on_calls(specs, funcs)
 
     def result(self, owner: bytes, result: list) -> None:
         self._out.setdefault(owner, []).append(result)

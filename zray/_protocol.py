@@ -46,6 +46,12 @@ LOOKUP = 21        # actor_id                                     client -> node
 ACTOR_ADDR = 22    # actor_id, state, address, error_blob         node -> client
                    # where an actor takes calls directly, and each later change:
                    # state "ALIVE" (address), "RESTARTING", or "DEAD" (error_blob)
+LEASE = 23         # lease_key, resources{}                       client -> node
+LEASED = 24        # lease_key, worker_id, address                node -> client
+                   # a task worker the client may send tasks of that shape to
+                   # directly, one at a time (address "": none free now)
+UNLEASE = 25       # worker_id, kill                              client -> node
+LEASE_LOST = 26    # worker_id                                    node -> client
                    # state: 1 alive, 0 __init__ failed, 2 exit_actor() called
 # node broker <-> head broker
 NODE_HELLO = 30    # node_id, address, resources{}, info{}        node -> head
@@ -58,7 +64,7 @@ _ARITY = {
     HELLO: 4, WELCOME: 2, SUBMIT: 1, FUNC: 2, TASKS: 2, RESULTS: 1, CREATE_ACTOR: 1,
     BLOCKED: 2, FETCH: 3, OBJECT: 5, BORROW: 3, CANCEL: 2, KILL_ACTOR: 2,
     RELEASE_ACTOR: 2, LOG: 3, WARN: 2, HEAD_CALL: 4, HEAD_REPLY: 4, SHUTDOWN: 1,
-    ACTOR_READY: 3, LOOKUP: 1, ACTOR_ADDR: 4, NODE_HELLO: 4, HEARTBEAT: 3, SPILLBACK: 1, PLACE: 1, ACTOR_EVENT: 3,
+    ACTOR_READY: 3, LOOKUP: 1, ACTOR_ADDR: 4, LEASE: 2, LEASED: 3, UNLEASE: 2, LEASE_LOST: 1, NODE_HELLO: 4, HEARTBEAT: 3, SPILLBACK: 1, PLACE: 1, ACTOR_EVENT: 3,
 }
 NAMES = {number: name for name, number in globals().items()
          if isinstance(number, int) and number in _ARITY and name.isupper()}
@@ -123,6 +129,7 @@ def check_task(spec: Any) -> list:
             or type(spec[T_NRET]) is not int or spec[T_NRET] < 0
             or type(spec[T_RETRIES]) is not int or spec[T_RETRIES] < -1
             or (spec[T_ACTOR] is not None and type(spec[T_ACTOR]) is not bytes)
+            or (spec[T_JOB] is not None and (type(spec[T_JOB]) is not list or len(spec[T_JOB]) != 2))
             or not resources_ok(spec[T_RES])):
         raise ProtocolError("malformed task spec")
     return spec
@@ -147,6 +154,7 @@ def check_actor(spec: Any) -> list:
             or type(spec[A_MAX_RESTARTS]) is not int or spec[A_MAX_RESTARTS] < -1
             or type(spec[A_MAX_TASK_RETRIES]) is not int or spec[A_MAX_TASK_RETRIES] < -1
             or type(spec[A_MAX_CONCURRENCY]) is not int or spec[A_MAX_CONCURRENCY] < 1
+            or (spec[A_JOB] is not None and (type(spec[A_JOB]) is not list or len(spec[A_JOB]) != 2))
             or not resources_ok(spec[A_RES])):
         raise ProtocolError("malformed actor spec")
     return spec

@@ -16,6 +16,7 @@ import itertools
 import os
 import sys
 import threading
+import time
 from collections import deque
 from typing import Any, Callable
 
@@ -25,6 +26,7 @@ from . import _protocol as P
 from . import _serialization as S
 from ._config import CONFIG
 from ._direct import ActorEndpoint, DirectCalls
+from ._leases import TaskLeases
 from ._ids import IdSource, object_id
 from ._log import get_logger
 from ._object_ref import ObjectRef
@@ -80,6 +82,7 @@ class Runtime:
         self.address = address
         self.direct_address = direct_address   # an actor worker's own call socket
         self._direct: DirectCalls | None = None
+        self._leases: TaskLeases | None = None
         self._endpoint: ActorEndpoint | None = None
         self.life_fd = life_fd
         self.kind = kind
@@ -94,7 +97,7 @@ class Runtime:
         self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._wake_pending = False
         self._inflight: dict[bytes, list] = {}
-        self._sent_funcs: set[bytes] = set()
+        self._func_blobs: dict[bytes, bytes] = {}   # the functions this process registered
         self._head_calls: dict[int, list] = {}
         self._head_seq = itertools.count(1)
         self._submit_lock = threading.Lock()
@@ -169,20 +172,25 @@ class Runtime:
         sock.setsockopt(zmq.RCVHWM, 0)
         try:
             sock.connect(self.address)
-            sock.send(P.encode(P.HELLO, self.kind, os.getpid(), self.job_id, self.info))
             poller = zmq.Poller()
             poller.register(sock, zmq.POLLIN)
             poller.register(self._wake_fd, zmq.POLLIN)
             if self.life_fd is not None:
                 poller.register(self.life_fd, zmq.POLLIN)
             self._direct = DirectCalls(ctx, poller, self.ident, sock, self._on_result)
-            if self.direct_address:
+            self._leases = TaskLeases(ctx, poller, self.ident, sock, self._on_result,
+                                      self._func_blobs)
+            use_leases = CONFIG.lease_linger_s > 0
+            timeout = None
+            if self.direct_address:  # bound before HELLO: the node hands the address out
                 self._endpoint = ActorEndpoint(ctx, poller, self.direct_address,
-                                               lambda specs: self.on_tasks(specs, {}),
+                                               lambda specs, funcs: self.on_tasks(specs, funcs),
                                                lambda task_id: self.on_cancel(task_id),
                                                lambda: self.on_shutdown())
+                self.info["direct"] = self.direct_address
+            sock.send(P.encode(P.HELLO, self.kind, os.getpid(), self.job_id, self.info))
             while True:
-                events = dict(poller.poll())
+                events = dict(poller.poll(timeout))
                 if self._wake_fd in events:
                     # Read first, then clear: a wake written between the two would
                     # otherwise be swallowed with the flag left set (a lost wake-up).
@@ -197,12 +205,19 @@ class Runtime:
                     os._exit(1)  # the node broker died: nobody is left to talk to
                 if len(events) > 1 or sock not in events:
                     for s in events:
-                        if s in self._direct.by_sock:
+                        if s in self._leases.by_sock:
+                            self._leases.on_readable(s)
+                        elif s in self._direct.by_sock:
                             self._direct.on_readable(s)
                         elif self._endpoint is not None and s is self._endpoint.sock:
                             self._endpoint.on_readable()
                 self._drain_released()
-                self._flush(sock)
+                self._flush(sock, use_leases)
+                if use_leases and self._leases.leases:
+                    wait = self._leases.tick(time.monotonic())
+                    timeout = None if wait is None else max(1, int(wait * 1000) + 1)
+                else:
+                    timeout = None
                 if self._stopping:
                     break
         except Exception as exc:  # a bug here would hang every get(): make it loud
@@ -213,6 +228,8 @@ class Runtime:
             self._welcome.set()
             if self._direct is not None:
                 self._direct.close()
+            if self._leases is not None:
+                self._leases.close()
             if self._endpoint is not None:
                 self._endpoint.close()
             sock.close()
@@ -230,7 +247,7 @@ class Runtime:
             except Exception:
                 _log.exception("bad message from the node broker")
 
-    def _flush(self, sock: zmq.Socket) -> None:
+    def _flush(self, sock: zmq.Socket, use_leases: bool = False) -> None:
         """Send what is queued, batching consecutive messages of one type."""
         out = self._outbox
         while out:
@@ -248,13 +265,18 @@ class Runtime:
                 sock.send(P.encode(P.RELEASE_ACTOR, fields[0], direct))
                 continue
             if mtype == _CANCEL:
-                if not self._direct.cancel(fields[0], fields[1]):
+                if not self._direct.cancel(fields[0], fields[1]) and \
+                        not self._leases.cancel(fields[0], fields[1]):
                     sock.send(P.encode(P.CANCEL, fields[0], fields[1]))
                 continue
             if mtype in (P.SUBMIT, P.RESULTS):
                 items = list(fields[0])
                 while out and out[0][0] == mtype and len(items) < CONFIG.max_batch:
                     items.extend(out.popleft()[1][0])
+                if mtype == P.SUBMIT and use_leases:
+                    items = [spec for spec in items if not self._leases.route(spec)]
+                    if not items:
+                        continue
                 fields = (items,)
             sock.send(P.encode(mtype, *fields), copy=True)
         self._direct.flush()
@@ -338,6 +360,10 @@ class Runtime:
         elif mtype == P.CANCEL:
             if self.on_cancel is not None:
                 self.on_cancel(f[0])
+        elif mtype == P.LEASED:
+            self._leases.on_leased(f[0], f[1], f[2])
+        elif mtype == P.LEASE_LOST:
+            self._leases.on_lost(f[0])
         elif mtype == P.ACTOR_ADDR:
             self._direct.on_address(f[0], f[1], f[2], f[3])
         elif mtype == P.CREATE_ACTOR:
@@ -354,6 +380,7 @@ class Runtime:
 
     def _on_result(self, r: list) -> None:
         task_id = r[P.R_TASK]
+        self._leases.on_node_result(task_id)
         held = self._inflight.pop(task_id, None)
         if held:
             self.release_pairs(held)
@@ -509,8 +536,8 @@ class Runtime:
 
     # -- functions and tasks -----------------------------------------------------
     def ensure_function(self, func_id: bytes, blob: bytes) -> None:
-        if func_id not in self._sent_funcs:
-            self._sent_funcs.add(func_id)
+        if func_id not in self._func_blobs:
+            self._func_blobs[func_id] = blob
             self.send(P.FUNC, func_id, blob)
 
     def serialize_args(self, args: tuple, kwargs: dict, what: str) -> tuple[bytes, list, list]:

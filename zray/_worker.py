@@ -94,11 +94,12 @@ class Worker:
             self.blobs.update(funcs)
         if self.actor_id is None:
             with self.inbox_lock:
-                if self.blocked:
-                    self.rt.send(P.BLOCKED, 1, [spec[P.T_ID] for spec in specs])
-                    return
                 for spec in specs:
-                    self.inbox.put(spec)
+                    if self.blocked and spec[P.T_ASSIGNED] != DIRECT:
+                        # Dispatched before the node knew this worker blocks: hand back.
+                        self.rt.send(P.BLOCKED, 1, [spec[P.T_ID]])
+                    else:
+                        self.inbox.put(spec)
             return
         for spec in specs:
             self._deliver(spec)
@@ -205,7 +206,7 @@ class Worker:
             self.cancelled.discard(task_id)
             self._send_error(spec, S.dumps_system_error(TaskCancelledError(task_id.hex())), 1)
             return
-        assigned = spec[P.T_ASSIGNED] or {}
+        assigned = spec[P.T_ASSIGNED] if type(spec[P.T_ASSIGNED]) is dict else {}
         gpus = assigned.get("GPU") or []
         os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpus))
         ctx = TaskContext(task_id, name, None, spec[P.T_RES], gpus, name)
@@ -461,9 +462,8 @@ def exit_actor() -> None:
 
 
 def main(address: str, worker_id: bytes, actor_id: bytes | None, gpus: list, life_fd: int) -> None:
-    direct = None
-    if actor_id is not None:  # an actor takes calls on its own socket, next to the node's
-        direct = address.rsplit("/", 1)[0] + "/" + worker_id.decode() + ".sock"
+    # Every worker takes calls (actors) or leased tasks on its own socket, next to the node's.
+    direct = address.rsplit("/", 1)[0] + "/" + worker_id.decode() + ".sock"
     rt = _runtime.Runtime(address, "worker", b"", {"worker_id": worker_id}, life_fd=life_fd,
                           direct_address=direct)
     _runtime.set_current(rt)

@@ -3,7 +3,7 @@ what each holds, when to start or stop workers, and each actor's mailbox and lif
 
 Pure state: methods take events and return actions (tuples, see ACTION KINDS);
 no sockets, no clock reads (times are passed in). The broker loop carries the
-actions out. Tested with Hypothesis state machines in tests/test_scheduling.py.
+actions out. Tested with Hypothesis state machines in tests/test_protocol_scheduling.py.
 """
 from __future__ import annotations
 
@@ -45,7 +45,8 @@ class AState(enum.Enum):
 
 
 class Worker:
-    __slots__ = ("id", "state", "tasks", "held", "blocked", "actor_id", "idle_since", "gpus")
+    __slots__ = ("id", "state", "tasks", "held", "blocked", "actor_id", "idle_since", "gpus",
+                 "leased_to")
 
     def __init__(self, wid: bytes, actor_id: bytes | None) -> None:
         self.id = wid
@@ -58,6 +59,7 @@ class Worker:
         self.actor_id = actor_id
         self.idle_since = 0.0
         self.gpus: list = []
+        self.leased_to: bytes | None = None   # the client sending it tasks directly
 
 
 class Actor:
@@ -292,6 +294,32 @@ class LocalScheduler:
             self._requeue(w, list(w.tasks))
             return [(KILL, wid), (FAIL, spec, CANCELLED, "")] + self._schedule()
         return [(CANCEL, wid, task_id)]
+
+    # -- leases: a client sends tasks to a worker directly (Ray's direct task transport)
+    def lease(self, client: bytes, res: dict) -> bytes | None:
+        """Lease an idle worker to `client` for tasks needing `res`, if one is free now
+        and nothing queued here waits for those resources; else None."""
+        if not self.idle or self.queued or not self._fits(res) or res.get("GPU"):
+            return None
+        wid = self.idle.popleft()
+        w = self.workers[wid]
+        w.gpus = self._take(res)
+        w.held, w.state, w.leased_to = res, WState.BUSY, client
+        return wid
+
+    def unlease(self, wid: bytes, now: float) -> list:
+        w = self.workers.get(wid)
+        if w is None or w.leased_to is None or w.state != WState.BUSY:
+            return []
+        w.leased_to = None
+        self._end_lease(w)
+        w.state = WState.IDLE
+        w.idle_since = now
+        self.idle.append(wid)
+        return self._schedule()
+
+    def leases_of(self, client: bytes) -> list[bytes]:
+        return [w.id for w in self.workers.values() if w.leased_to == client]
 
     def reap_idle(self, now: float, timeout: float) -> list:
         """Stop extra task workers (beyond the pool size) idle for `timeout`."""

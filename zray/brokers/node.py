@@ -55,6 +55,7 @@ class NodeBroker:
         self.ident_of: dict[bytes, bytes] = {}                 # worker_id -> socket identity
         self.wid_of: dict[bytes, bytes] = {}                   # socket identity -> worker_id
         self.pid_of: dict[bytes, int] = {}                     # worker_id -> pid
+        self.direct_of: dict[bytes, str] = {}                  # worker_id -> its own socket
         self.pidfds: dict[int, bytes] = {}                     # pidfd -> worker_id
         self.drivers: dict[bytes, dict] = {}                   # identity -> hello info
         self.clients: set[bytes] = set()
@@ -197,10 +198,17 @@ class NodeBroker:
 
     def _worker_gone(self, wid: bytes) -> None:
         self.pid_of.pop(wid, None)
+        self.direct_of.pop(wid, None)
         ident = self.ident_of.pop(wid, None)
         if ident is not None:
             self.wid_of.pop(ident, None)
+            # Leases the dead worker held (it was an owner too) go back to the pool.
+            for leased in self.sched.leases_of(ident):
+                self._do(self.sched.unlease(leased, time.monotonic()))
         self.known.pop(wid, None)
+        w = self.sched.workers.get(wid)
+        if w is not None and w.leased_to is not None:
+            self._send(w.leased_to, P.LEASE_LOST, wid)
         self._do(self.sched.worker_died(wid))
 
     @staticmethod
@@ -255,6 +263,22 @@ class NodeBroker:
                 self._do(self.sched.actor_ready(wid, f[1], address))
         elif mtype == P.LOOKUP:
             self._lookup(ident, f[0])
+        elif mtype == P.LEASE:
+            if not P.resources_ok(f[1]):
+                raise ProtocolError("LEASE wants a resource map")
+            wid = self.sched.lease(ident, f[1])
+            address = self.direct_of.get(wid, "") if wid is not None else ""
+            if wid is not None and not address:
+                self._do(self.sched.unlease(wid, time.monotonic()))
+                wid = None
+            self._send(ident, P.LEASED, f[0], wid or b"", address)
+        elif mtype == P.UNLEASE:
+            w = self.sched.workers.get(f[0])
+            if w is not None and w.leased_to == ident:
+                if f[1]:
+                    self._do([(S.KILL, f[0])])
+                else:
+                    self._do(self.sched.unlease(f[0], time.monotonic()))
         elif mtype == P.CANCEL:
             self._do(self.sched.cancel(f[0], bool(f[1])))
         elif mtype == P.KILL_ACTOR:
@@ -289,6 +313,8 @@ class NodeBroker:
                 return
             self.ident_of[wid] = ident
             self.wid_of[ident] = wid
+            if isinstance(info.get("direct"), str):
+                self.direct_of[wid] = info["direct"]
         self._send(ident, P.WELCOME, self.node_id, {
             "node_id": self.node_id.hex(), "session_dir": self.session_dir,
             "resources": self.resources, "address": self.address})
