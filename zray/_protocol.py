@@ -125,7 +125,7 @@ def check_task(spec: Any) -> list:
     """
     if (type(spec) is not list or len(spec) != TASK_FIELDS or type(spec[T_ID]) is not bytes
             or type(spec[T_OWNER]) is not bytes or type(spec[T_FUNC]) is not bytes
-            or type(spec[T_ARGS]) is not bytes
+            or (type(spec[T_ARGS]) is not bytes and type(spec[T_ARGS]) is not list)
             or type(spec[T_NRET]) is not int or spec[T_NRET] < 0
             or type(spec[T_RETRIES]) is not int or spec[T_RETRIES] < -1
             or (spec[T_ACTOR] is not None and type(spec[T_ACTOR]) is not bytes)

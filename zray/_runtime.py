@@ -27,6 +27,7 @@ from . import _serialization as S
 from ._config import CONFIG
 from ._direct import ActorEndpoint, DirectCalls
 from ._leases import TaskLeases
+from ._object_store import STORE, session_tag
 from ._ids import IdSource, object_id
 from ._log import get_logger
 from ._object_ref import ObjectRef
@@ -97,6 +98,7 @@ class Runtime:
         self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._wake_pending = False
         self._inflight: dict[bytes, list] = {}
+        self._arg_segments: dict[bytes, list] = {}   # task_id -> its args' segment
         self._func_blobs: dict[bytes, bytes] = {}   # the functions this process registered
         self._head_calls: dict[int, list] = {}
         self._head_seq = itertools.count(1)
@@ -295,6 +297,11 @@ class Runtime:
             self._free(oid, entry)
 
     def _free(self, oid: bytes, entry: Any) -> None:
+        if type(entry.data) is list:   # a shared-memory segment
+            if entry.owned:
+                STORE.free(entry.data)
+            else:
+                STORE.forget(entry.data[1])
         if entry.contained:
             self.release_pairs(entry.contained)
         if entry.actor and entry.owned:
@@ -371,6 +378,7 @@ class Runtime:
                 self.on_create_actor(f[0])
         elif mtype == P.WELCOME:
             self.node_id, self.node_info = f[0], f[1]
+            STORE.configure(session_tag(self.node_info.get("session_dir", "")))
             self._welcome.set()
         elif mtype == P.SHUTDOWN:
             if self.on_shutdown is not None:
@@ -384,21 +392,27 @@ class Runtime:
         held = self._inflight.pop(task_id, None)
         if held:
             self.release_pairs(held)
+        args = self._arg_segments.pop(task_id, None)
+        if args is not None:
+            STORE.free(args)
         if r[P.R_STATUS] == P.OK:
             contained = r[P.R_CONTAINED] or []
             for i, blob in enumerate(r[P.R_PAYLOAD]):
                 pairs = [tuple(p) for p in contained[i]] if i < len(contained) and contained[i] else None
-                self._resolve(object_id(task_id, i), READY, blob, pairs)
+                self._resolve(object_id(task_id, i), READY, blob, pairs, owned=True)
         else:
             n = r[P.R_CONTAINED] or 1  # for errors, the number of returns
             for i in range(n):
                 self._resolve(object_id(task_id, i), ERROR, r[P.R_PAYLOAD], None)
 
-    def _resolve(self, oid: bytes, state: int, data: Any, contained: list | None) -> None:
+    def _resolve(self, oid: bytes, state: int, data: Any, contained: list | None,
+                 owned: bool = False) -> None:
         acts = self.table.resolve(oid, state, data, contained)
-        if acts is None:
+        if acts is None:  # nobody holds the object any more
             if contained:
                 self.release_pairs(contained)
+            if owned and type(data) is list:
+                STORE.free(data)
             return
         callbacks, remote = acts
         if remote:
@@ -560,6 +574,11 @@ class Runtime:
             blob, refs = S.dumps((args, kwargs))
         except Exception as exc:
             raise TypeError(S.describe_pickling_error(f"an argument of {what}", (args, kwargs), exc)) from exc
+        # Top-level refs are held too, until the task ends: their values (maybe a
+        # shared-memory segment) are read by the worker after the caller may have
+        # dropped its last ref (`f.remote(put(x))`).
+        if deps:
+            refs = refs + [(d._id, d._owner) for d in deps]
         held = self.hold_pairs(refs) if refs else []
         return blob, deps, held
 
@@ -569,6 +588,8 @@ class Runtime:
         task_id = spec[P.T_ID] if kind != P.CREATE_ACTOR else spec[P.A_ID][:16]
         if held:
             self._inflight[task_id] = held
+        if kind != P.CREATE_ACTOR and type(spec[P.T_ARGS]) is list:
+            self._arg_segments[task_id] = spec[P.T_ARGS]   # freed with the task's result
         if not deps and (actor_id is None or not self._actor_queues.get(actor_id)):
             self._send_task(kind, spec)
             return
@@ -620,6 +641,10 @@ class Runtime:
     def _finish_pending(self, pending: _PendingTask) -> None:
         if pending.error is not None:
             held = self._inflight.pop(pending.spec[P.T_ID], None) if pending.kind != P.CREATE_ACTOR else None
+            if pending.kind != P.CREATE_ACTOR:
+                args = self._arg_segments.pop(pending.spec[P.T_ID], None)
+                if args is not None:
+                    STORE.free(args)
             if held:
                 self.release_pairs(held)
             for oid in pending.returns:

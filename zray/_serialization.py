@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import pickle
 import threading
 import traceback
 from typing import Any
 
 import cloudpickle
 
+from ._config import CONFIG
+from ._object_store import STORE, is_stored
 from .exceptions import RayTaskError
 
 _collect = threading.local()
@@ -29,20 +33,41 @@ def _dumps(value: Any) -> bytes:
     return buf.getvalue()
 
 
-def dumps(value: Any) -> tuple[bytes, list]:
-    """(blob, refs): `value` pickled, and the ObjectRefs found inside it."""
+def dumps(value: Any) -> tuple[bytes | list, list]:
+    """(data, refs): `value` pickled, and the ObjectRefs found inside it.
+
+    data is the pickle itself when it is small (CONFIG.inline_threshold), else the
+    descriptor of a shared-memory segment holding it, its buffers out of band (so
+    numpy arrays are written once and read without a copy).
+    """
     outer = getattr(_collect, "refs", None)
     refs: list = []
     _collect.refs = refs
     try:
-        return _dumps(value), refs
+        buffers: list = []
+        buf = io.BytesIO()
+        cloudpickle.CloudPickler(buf, protocol=5, buffer_callback=buffers.append).dump(value)
+        meta = buf.getvalue()
+        if not buffers and len(meta) <= CONFIG.inline_threshold:
+            return meta, refs
+        raws = [b.raw() for b in buffers]
+        if len(meta) + sum(r.nbytes for r in raws) <= CONFIG.inline_threshold:
+            del refs[:]              # pickled again, in band: small, rare
+            return _dumps(value), refs
+        return STORE.put(os.urandom(12).hex(), meta, raws), refs
     finally:
         _collect.refs = outer
 
 
-def loads(blob: bytes | memoryview) -> Any:
-    """The value pickled in `blob`."""
-    return cloudpickle.loads(blob)
+def loads(data: bytes | memoryview | list) -> Any:
+    """The value pickled in `data` (bytes, or a shared-memory descriptor)."""
+    if type(data) is list:
+        meta, buffers = STORE.read(data)
+        return pickle.loads(meta, buffers=buffers)
+    return cloudpickle.loads(data)
+
+
+__all__ = ["dumps", "loads", "dumps_function", "is_stored", "STORE"]
 
 
 def dumps_function(fn: Any) -> tuple[bytes, bytes]:

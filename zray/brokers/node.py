@@ -19,6 +19,7 @@ from collections import defaultdict
 from .. import _protocol as P
 from .._config import CONFIG
 from .._log import get_logger
+from .._object_store import session_tag, sweep
 from ..exceptions import (ActorDiedError, OwnerDiedError, ProtocolError, RaySystemError,
                           TaskCancelledError, WorkerCrashedError)
 from . import _scheduling as S
@@ -98,6 +99,7 @@ class NodeBroker:
             self.front.close()
             self.head.close()
             ctx.term()
+            sweep(session_tag(self.session_dir))   # segments nobody freed (owners died)
             if self.cleanup_dir:
                 shutil.rmtree(self.session_dir, ignore_errors=True)
 
