@@ -155,7 +155,7 @@ class DirectCalls:
     def cancel(self, task_id: bytes, force: bool) -> bool:
         """Cancel a call made here: a queued one at once, a sent one by asking its
         actor. False if the task is not an actor call of this caller."""
-        for aid, a in self.actors.items():
+        for _aid, a in self.actors.items():
             for spec in a.queue:
                 if spec[P.T_ID] == task_id:
                     a.queue.remove(spec)

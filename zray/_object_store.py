@@ -58,7 +58,7 @@ class Store:
                 for i, v in enumerate(views):
                     m[24 + 8 * i:32 + 8 * i] = _U64.pack(v.nbytes)
                 m[header:header + len(meta)] = meta
-                for off, v in zip(offsets, views):
+                for off, v in zip(offsets, views, strict=False):
                     m[off:off + v.nbytes] = v          # the one copy of the data
         except BaseException:
             os.close(fd)
