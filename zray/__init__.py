@@ -7,8 +7,22 @@
     ray.get([f.remote(i) for i in range(4)])   # [0, 2, 4, 6]
 """
 from . import exceptions
-from ._api import (available_resources, cancel, cluster_resources, get, get_actor, get_gpu_ids, init,
-                   is_initialized, kill, nodes, put, remote, shutdown, wait)
+from ._api import (
+                   available_resources,
+                   cancel,
+                   cluster_resources,
+                   get,
+                   get_actor,
+                   get_gpu_ids,
+                   init,
+                   is_initialized,
+                   kill,
+                   nodes,
+                   put,
+                   remote,
+                   shutdown,
+                   wait,
+)
 from ._object_ref import ObjectRef
 from ._runtime_context import get_runtime_context
 from .actor import ActorClass, ActorHandle, method

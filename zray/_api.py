@@ -17,7 +17,7 @@ _cluster: LocalCluster | None = None
 _IGNORED_INIT_KWARGS = {
     "include_dashboard", "dashboard_host", "dashboard_port", "logging_level", "logging_format",
     "configure_logging", "log_to_driver_level", "_system_config", "_temp_dir", "runtime_env",
-    "local_mode", "object_store_memory", "_memory", "storage", "job_config", "_node_ip_address",
+    "local_mode", "_memory", "storage", "job_config", "_node_ip_address",
     "_plasma_directory", "labels", "enable_resource_isolation", "_enable_object_reconstruction",
     "_redis_password", "logging_config", "_metrics_export_port", "_tracing_startup_hook",
 }
@@ -42,7 +42,8 @@ class InitContext(dict):
 
 def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: int | None = None,
          resources: dict | None = None, namespace: str | None = None,
-         ignore_reinit_error: bool = False, log_to_driver: bool = True, **kwargs: Any) -> InitContext:
+         ignore_reinit_error: bool = False, log_to_driver: bool = True,
+         object_store_memory: int | None = None, **kwargs: Any) -> InitContext:
     """Start the embedded local cluster (head broker, node broker, `num_cpus` workers)
     and connect this process to it. Returns once the cluster can take work.
 
@@ -78,7 +79,7 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
         total["node:127.0.0.1"] = 1.0            # as Ray: a resource naming the node
         total["node:__internal_head__"] = 1.0
         total["memory"] = float(_memory_bytes())
-        total["object_store_memory"] = float(_memory_bytes() // 3)
+        total["object_store_memory"] = float(_store_memory(object_store_memory))
         pool = max(1, int(total["CPU"]))
         cluster = LocalCluster(total, pool)
         cluster.start()
@@ -94,6 +95,27 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
         _cluster = cluster
         _runtime.set_current(rt)
         return _context_of(rt)
+
+
+def _store_memory(requested: Any) -> int:
+    """object_store_memory: as asked, else 30% of RAM bounded by /dev/shm's free space."""
+    if requested is not None:
+        if not isinstance(requested, (int, float)) or isinstance(requested, bool) or requested <= 0:
+            raise ValueError(f"object_store_memory must be a positive number of bytes, got {requested!r}")
+        return int(requested)
+    share = int(_memory_bytes() * 0.3)
+    try:
+        st = os.statvfs("/dev/shm")
+        shm_free = int(st.f_bavail * st.f_frsize * 0.9)
+    except OSError:
+        shm_free = share
+    if shm_free < share:
+        from ._log import get_logger
+        get_logger("init").warning(
+            f"/dev/shm has only {shm_free / 2**30:.1f} GiB free (containers often give 64 MiB); "
+            f"the object store is limited to that and spills to disk beyond it. Give the "
+            "container a larger /dev/shm (docker run --shm-size=...) for speed.")
+    return max(min(share, shm_free), 64 << 20)
 
 
 def _anonymous_namespace() -> str:
@@ -246,8 +268,8 @@ def available_resources() -> dict:
 
 def remote(*args: Any, **options: Any) -> Any:
     """Make a function a task or a class an actor: `@remote`, `remote(f)`, `@remote(num_cpus=2)`."""
-    from .actor import ActorClass
     from ._remote_function import RemoteFunction
+    from .actor import ActorClass
 
     def make(target: Any) -> Any:
         if isinstance(target, type):

@@ -7,6 +7,12 @@ would travel as its pickle bytes. The owner of the object unlinks the segment wh
 the object is freed; the node broker removes whatever is left of its session at
 exit (also when the driver was killed).
 
+Capacity: every process tells its node which segments it made and freed (STORE
+messages); when the node's store holds more than object_store_memory, the node
+moves the oldest segments to its spill directory on disk. A reader that does not
+find a segment in /dev/shm maps the spilled file instead (the page cache makes
+that a restore without a copy into shared memory).
+
 Segment layout: MAGIC, number of buffers, length of the pickle, each buffer's
 length (all u64), the pickle, then each buffer at a 64-byte aligned offset.
 """
@@ -14,9 +20,13 @@ from __future__ import annotations
 
 import mmap
 import os
+import shutil
 import struct
 import threading
+from collections import OrderedDict, deque
 from typing import Any
+
+from .exceptions import ObjectLostError, ObjectStoreFullError
 
 SHM_DIR = "/dev/shm"
 STORED = 1                 # the first item of a descriptor
@@ -30,11 +40,25 @@ class Store:
 
     def __init__(self) -> None:
         self.prefix = ""          # segment names start with it: zray-<session>-
+        self.spill_dir = ""
+        self.capacity = 0         # bytes; 0: not known yet (no limit checked here)
         self._maps: dict[str, mmap.mmap] = {}
         self._lock = threading.Lock()
+        # Segments made and freed here, for the node's accounting (drained by the
+        # runtime's I/O thread, which on_change wakes).
+        self.added: deque = deque()
+        self.freed: deque = deque()
+        self.on_change: Any = None
 
-    def configure(self, session: str) -> None:
-        self.prefix = f"zray-{session}-"
+    def configure(self, session_dir: str, capacity: int = 0) -> None:
+        self.prefix = f"zray-{session_tag(session_dir)}-"
+        self.spill_dir = os.path.join(session_dir, "spill")
+        self.capacity = capacity
+
+    def _changed(self) -> None:
+        hook = self.on_change
+        if hook is not None:
+            hook()
 
     # -- writing -------------------------------------------------------------------
     def put(self, key: str, meta: bytes, buffers: list) -> list:
@@ -46,11 +70,21 @@ class Store:
             offsets.append(pos)
             pos = _align(pos + v.nbytes)
         size = max(pos, 1)
+        if self.capacity and size > self.capacity:
+            raise ObjectStoreFullError(
+                f"an object of {size:,} bytes cannot fit in the object store "
+                f"(object_store_memory={self.capacity:,} bytes); raise object_store_memory "
+                "in init() or split the value")
         name = self.prefix + key
         path = os.path.join(SHM_DIR, name)
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
         try:
-            os.ftruncate(fd, size)
+            try:  # reserve the pages now: a full tmpfs is an error here, not a SIGBUS later
+                os.posix_fallocate(fd, 0, size)
+            except OSError as exc:
+                raise ObjectStoreFullError(
+                    f"/dev/shm has no room for an object of {size:,} bytes ({exc.strerror}); "
+                    "free refs, or give the machine a larger /dev/shm") from None
             with mmap.mmap(fd, size) as m:
                 m[0:8] = _U64.pack(_MAGIC)
                 m[8:16] = _U64.pack(len(views))
@@ -65,6 +99,8 @@ class Store:
             _unlink(path)
             raise
         os.close(fd)
+        self.added.append((name, size))
+        self._changed()
         return [STORED, name, size]
 
     # -- reading -------------------------------------------------------------------
@@ -91,9 +127,11 @@ class Store:
         try:
             fd = os.open(os.path.join(SHM_DIR, name), os.O_RDONLY)
         except FileNotFoundError:
-            from .exceptions import ObjectLostError
-            raise ObjectLostError(name, f"the stored object {name} is gone from the object store "
-                                        "(freed, or its node's store was removed)") from None
+            try:  # spilled to disk by the node: map the file there
+                fd = os.open(os.path.join(self.spill_dir, name), os.O_RDONLY)
+            except FileNotFoundError:
+                raise ObjectLostError(name, f"the stored object {name} is gone from the object "
+                                            "store (freed, or its node's store was removed)") from None
         try:
             size = os.fstat(fd).st_size
             m = mmap.mmap(fd, size, prot=mmap.PROT_READ)
@@ -111,6 +149,10 @@ class Store:
         with self._lock:
             self._maps.pop(name, None)
         _unlink(os.path.join(SHM_DIR, name))
+        if self.spill_dir:
+            _unlink(os.path.join(self.spill_dir, name))
+        self.freed.append(name)
+        self._changed()
 
     def forget(self, name: str) -> None:
         with self._lock:
@@ -150,6 +192,63 @@ def sweep(session: str) -> int:
             _unlink(os.path.join(SHM_DIR, name))
             n += 1
     return n
+
+
+class NodeStore:
+    """The node broker's account of its store: which segments live in /dev/shm,
+    oldest first, and their bytes; spills the oldest to disk past the capacity."""
+
+    def __init__(self, session_dir: str, capacity: int, log: Any) -> None:
+        self.capacity = capacity
+        self.spill_dir = os.path.join(session_dir, "spill")
+        self.in_shm: OrderedDict[str, int] = OrderedDict()
+        self.spilled: dict[str, int] = {}
+        self.used = 0
+        self.log = log
+
+    def added(self, name: str, size: int) -> None:
+        if name in self.in_shm or name in self.spilled:
+            return
+        self.in_shm[name] = size
+        self.used += size
+
+    def freed(self, name: str) -> None:
+        size = self.in_shm.pop(name, None)
+        if size is not None:
+            self.used -= size
+        self.spilled.pop(name, None)
+
+    def enforce(self) -> None:
+        """Spill the oldest segments until the store fits its capacity again."""
+        while self.used > self.capacity and self.in_shm:
+            name, size = next(iter(self.in_shm.items()))
+            if not self._spill(name):
+                break
+            del self.in_shm[name]
+            self.used -= size
+            self.spilled[name] = size
+
+    def _spill(self, name: str) -> bool:
+        src = os.path.join(SHM_DIR, name)
+        dst = os.path.join(self.spill_dir, name)
+        try:
+            os.makedirs(self.spill_dir, mode=0o700, exist_ok=True)
+            with open(src, "rb") as fin, open(dst + ".tmp", "wb") as fout:
+                shutil.copyfileobj(fin, fout, 1 << 22)
+            os.rename(dst + ".tmp", dst)     # readers find it there before it leaves shm
+            os.unlink(src)
+            return True
+        except FileNotFoundError:            # freed meanwhile: nothing to keep
+            _unlink(dst + ".tmp")
+            return True
+        except OSError as exc:
+            _unlink(dst + ".tmp")
+            self.log.warning("could not spill an object to disk", name=name, error=str(exc))
+            return False
+
+    def stats(self) -> dict:
+        return {"capacity": self.capacity, "used": self.used, "in_shm": len(self.in_shm),
+                "spilled": len(self.spilled), "spilled_bytes": sum(self.spilled.values())}
 
 
 STORE = Store()

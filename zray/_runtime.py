@@ -26,13 +26,19 @@ from . import _protocol as P
 from . import _serialization as S
 from ._config import CONFIG
 from ._direct import ActorEndpoint, DirectCalls
-from ._leases import TaskLeases
-from ._object_store import STORE, session_tag
 from ._ids import IdSource, object_id
+from ._leases import TaskLeases
 from ._log import get_logger
 from ._object_ref import ObjectRef
+from ._object_store import STORE
 from ._object_table import ERROR, PENDING, READY, ObjectTable, Waiter
-from .exceptions import (GetTimeoutError, LocalRayletDiedError, ObjectLostError, RaySystemError)
+from .exceptions import (
+    GetTimeoutError,
+    LocalRayletDiedError,
+    ObjectLostError,
+    ObjectStoreFullError,
+    RaySystemError,
+)
 
 _log = get_logger("runtime")
 # Outbox entries for the I/O thread's direct-call sockets.
@@ -141,8 +147,13 @@ class Runtime:
         self._wake()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
+        # Refs that outlive shutdown() still call _wake() when dropped: a write to
+        # this fd's number, reused by then (by a new zmq context's own eventfd, as in
+        # a notebook kernel), made libzmq abort (mailbox.cpp:72). No wake-up after this.
+        self._wake_pending = True
+        fd, self._wake_fd = self._wake_fd, -1
         try:
-            os.close(self._wake_fd)
+            os.close(fd)
         except OSError:
             pass
 
@@ -284,6 +295,11 @@ class Runtime:
         self._direct.flush()
         if self._endpoint is not None:
             self._endpoint.flush()
+        if STORE.added or STORE.freed:   # the node keeps the account of its store
+            added, freed = STORE.added, STORE.freed
+            news = [list(added.popleft()) for _ in range(len(added))]
+            gone = [freed.popleft() for _ in range(len(freed))]
+            sock.send(P.encode(P.STORE, news, gone))
 
     def _drain_released(self) -> None:
         released = self.table.released
@@ -378,7 +394,9 @@ class Runtime:
                 self.on_create_actor(f[0])
         elif mtype == P.WELCOME:
             self.node_id, self.node_info = f[0], f[1]
-            STORE.configure(session_tag(self.node_info.get("session_dir", "")))
+            STORE.configure(self.node_info.get("session_dir", ""),
+                            int(self.node_info.get("store_capacity", 0)))
+            STORE.on_change = self._wake
             self._welcome.set()
         elif mtype == P.SHUTDOWN:
             if self.on_shutdown is not None:
@@ -458,6 +476,8 @@ class Runtime:
     def put(self, value: Any) -> ObjectRef:
         try:
             blob, refs = S.dumps(value)
+        except ObjectStoreFullError:
+            raise
         except Exception as exc:
             raise TypeError(S.describe_pickling_error("the value given to put()", value, exc)) from exc
         oid = object_id(self.ids.task_id(), 0)
@@ -572,6 +592,8 @@ class Runtime:
                     kwargs[k] = _Slot(len(deps) - 1)
         try:
             blob, refs = S.dumps((args, kwargs))
+        except ObjectStoreFullError:
+            raise
         except Exception as exc:
             raise TypeError(S.describe_pickling_error(f"an argument of {what}", (args, kwargs), exc)) from exc
         # Top-level refs are held too, until the task ends: their values (maybe a

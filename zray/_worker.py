@@ -20,9 +20,9 @@ from typing import Any
 from . import _protocol as P
 from . import _runtime
 from . import _serialization as S
-from ._context import TaskContext, set_context, current_context
+from ._context import TaskContext, current_context, set_context
 from ._direct import DIRECT
-from .exceptions import ActorDiedError, TaskCancelledError
+from .exceptions import ActorDiedError, ObjectStoreFullError, TaskCancelledError
 
 _STOP = object()
 
@@ -263,6 +263,9 @@ class Worker:
         for v in values:
             try:
                 blob, refs = S.dumps(v)
+            except ObjectStoreFullError as exc:
+                self._send_error(spec, S.dumps_error(exc, name, os.getpid()), nret)
+                return
             except Exception as exc:
                 err = TypeError(S.describe_pickling_error(f"the return value of {name}", v, exc))
                 self._send_error(spec, S.dumps_error(err, name, os.getpid()), nret)

@@ -108,6 +108,7 @@ def _serve(cmd_r: int, rep_w: int, worker_main: Callable, keep_fds: list[int]) -
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:  # warm the imports every worker needs, once, here
         import cloudpickle  # noqa: F401
+
         from .. import _worker  # noqa: F401
     except Exception:
         pass

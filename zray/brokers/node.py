@@ -19,9 +19,15 @@ from collections import defaultdict
 from .. import _protocol as P
 from .._config import CONFIG
 from .._log import get_logger
-from .._object_store import session_tag, sweep
-from ..exceptions import (ActorDiedError, OwnerDiedError, ProtocolError, RaySystemError,
-                          TaskCancelledError, WorkerCrashedError)
+from .._object_store import NodeStore, session_tag, sweep
+from ..exceptions import (
+    ActorDiedError,
+    OwnerDiedError,
+    ProtocolError,
+    RaySystemError,
+    TaskCancelledError,
+    WorkerCrashedError,
+)
 from . import _scheduling as S
 from . import _zygote
 
@@ -46,6 +52,9 @@ class NodeBroker:
         self.sched = S.LocalScheduler(resources, pool_size, CONFIG.max_workers_per_node,
                                       CONFIG.dispatch_batch)
         self.resources = resources
+        capacity = int(resources.get("object_store_memory", 0)) or (2 << 30)
+        self.store = NodeStore(session_dir, capacity, self.log)
+        self.store_prefix = f"zray-{session_tag(session_dir)}-"
         # The life pipe: workers hold the read end and exit when this process dies.
         self.life_r, self.life_w = os.pipe()
         os.set_inheritable(self.life_w, False)
@@ -265,6 +274,17 @@ class NodeBroker:
                 self._do(self.sched.actor_ready(wid, f[1], address))
         elif mtype == P.LOOKUP:
             self._lookup(ident, f[0])
+        elif mtype == P.STORE:
+            for item in f[0]:
+                if type(item) is not list or len(item) != 2 or type(item[0]) is not str \
+                        or type(item[1]) is not int or item[1] < 0:
+                    raise ProtocolError("STORE wants [[name, size], ...]")
+                if item[0].startswith(self.store_prefix):
+                    self.store.added(item[0], item[1])
+            for name in f[1]:
+                if type(name) is str:
+                    self.store.freed(name)
+            self.store.enforce()
         elif mtype == P.LEASE:
             if not P.resources_ok(f[1]):
                 raise ProtocolError("LEASE wants a resource map")
@@ -319,7 +339,8 @@ class NodeBroker:
                 self.direct_of[wid] = info["direct"]
         self._send(ident, P.WELCOME, self.node_id, {
             "node_id": self.node_id.hex(), "session_dir": self.session_dir,
-            "resources": self.resources, "address": self.address})
+            "resources": self.resources, "address": self.address,
+            "store_capacity": self.store.capacity})
         if kind == "worker":
             self._do(self.sched.worker_ready(info["worker_id"], time.monotonic()))
 

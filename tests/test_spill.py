@@ -1,0 +1,95 @@
+"""A bounded object store: spilling to disk past object_store_memory, transparent
+restore on access, ObjectStoreFullError for what can never fit."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+import zray
+from zray import _runtime
+from zray._object_store import SHM_DIR, session_tag
+from zray.exceptions import ObjectStoreFullError
+
+T = 30
+MB = 2**20
+
+
+@zray.remote
+def _noop():
+    return None
+
+
+def settle() -> None:
+    zray.get(_noop.remote(), timeout=T)
+
+
+def spill_dir() -> str:
+    return os.path.join(_runtime.current().node_info["session_dir"], "spill")
+
+
+def in_shm() -> list[str]:
+    tag = session_tag(_runtime.current().node_info["session_dir"])
+    return [n for n in os.listdir(SHM_DIR) if n.startswith(f"zray-{tag}-")]
+
+
+def spilled() -> list[str]:
+    d = spill_dir()
+    return [n for n in os.listdir(d) if not n.endswith(".tmp")] if os.path.isdir(d) else []
+
+
+@pytest.fixture
+def small_store():
+    zray.init(num_cpus=2, object_store_memory=40 * MB)
+    yield
+    zray.shutdown()
+
+
+def test_spills_past_capacity_and_restores_on_access(small_store):
+    arrays = [np.full(10 * MB // 8, i, dtype=np.float64) for i in range(8)]   # 8 x 10 MB
+    refs = [zray.put(a) for a in arrays]
+    settle()  # the node has the account of all eight
+    assert spilled(), "80 MB in a 40 MB store must spill"
+    shm_bytes = sum(os.path.getsize(os.path.join(SHM_DIR, n)) for n in in_shm())
+    assert shm_bytes <= 40 * MB
+    for i, ref in enumerate(refs):  # spilled or not, every value reads back
+        value = zray.get(ref, timeout=T)
+        assert value[0] == i and value[-1] == i and value.shape == arrays[i].shape
+
+    @zray.remote
+    def first(a):
+        return float(a[0])
+
+    assert zray.get([first.remote(r) for r in refs], timeout=T) == [float(i) for i in range(8)]
+
+
+def test_spill_files_removed_when_freed(small_store):
+    refs = [zray.put(np.ones(10 * MB // 8)) for _ in range(8)]
+    settle()
+    assert spilled()
+    del refs
+    settle()
+    assert spilled() == [] and in_shm() == []
+
+
+def test_object_larger_than_the_store_raises(small_store):
+    with pytest.raises(ObjectStoreFullError) as info:
+        zray.put(np.ones(60 * MB // 8))
+    assert "object_store_memory" in str(info.value) and "bytes" in str(info.value)
+
+    @zray.remote
+    def big():
+        return np.ones(60 * MB // 8)
+
+    with pytest.raises(ObjectStoreFullError):
+        zray.get(big.remote(), timeout=T)
+    # The cluster goes on.
+    assert zray.get(zray.put(np.ones(MB))).sum() == MB
+    assert zray.get(_noop.remote(), timeout=T) is None
+
+
+def test_bad_object_store_memory():
+    with pytest.raises(ValueError):
+        zray.init(object_store_memory=-1)
+    assert not zray.is_initialized()
