@@ -692,3 +692,53 @@ def test_head_broker_survives_random_frames(quick_head):
     assert zray.get(plus_one.remote(1), timeout=TIMEOUT) == 2
     zray.cluster_resources()
     zray.available_resources()
+
+
+def test_object_of_a_dead_owner_raises_owner_died(cluster):
+    """A ref owned by a worker that died gives OwnerDiedError (an ObjectLostError)
+    on get, never a hang: whether the fetch is sent before or after the death."""
+    from zray.exceptions import ObjectLostError, OwnerDiedError
+
+    @zray.remote(max_restarts=0)
+    class Maker:
+        def make(self):
+            # Owned by this actor's process: an object in a list stays a ref.
+            return [zray.put(b"x" * 10)]
+
+        def make_pending(self):
+            @zray.remote
+            def slow():
+                import time
+                time.sleep(60)
+            return [slow.remote()]     # owned here, never finished
+
+        def pid(self):
+            return os.getpid()
+
+    m = Maker.remote()
+    [ready_ref] = zray.get(m.make.remote(), timeout=30)
+    assert zray.get(ready_ref, timeout=30) == b"x" * 10
+    [pending] = zray.get(m.make_pending.remote(), timeout=30)
+    ready, _ = zray.wait([pending], timeout=0.2)   # the fetch is out, the owner alive
+    assert not ready
+    zray.kill(m)
+    with pytest.raises(OwnerDiedError) as info:
+        zray.get(pending, timeout=30)
+    assert isinstance(info.value, ObjectLostError)
+
+
+def test_borrowed_ref_to_a_failed_task_raises_in_the_borrower(cluster):
+    @zray.remote
+    def fails():
+        raise KeyError("nope")
+
+    @zray.remote
+    def reads(box):
+        try:
+            zray.get(box[0], timeout=30)
+        except KeyError as exc:
+            return f"raised {type(exc).__name__}"
+        return "no error"
+
+    ref = fails.remote()
+    assert zray.get(reads.remote([ref]), timeout=30) == "raised RayTaskError(KeyError)"

@@ -59,6 +59,11 @@ def set_current(rt: "Runtime | None") -> None:
     _current = rt
 
 
+def _wire(state: int) -> int:
+    """A table state as an OBJECT message's status (P.OK / P.ERROR)."""
+    return P.ERROR if state == ERROR else P.OK
+
+
 class _Slot:
     """Stands in the pickled args for a top-level ObjectRef argument; the worker
     puts the resolved value in its place."""
@@ -358,7 +363,7 @@ class Runtime:
                 self.on_tasks(f[0], f[1])
         elif mtype == P.OBJECT:
             oid, _requester, status, blob, _contained = f
-            self._resolve(oid, status, blob, None)
+            self._resolve(oid, ERROR if status == P.ERROR else READY, blob, None)
         elif mtype == P.FETCH:
             self._on_fetch(f[0], f[2])
         elif mtype == P.BORROW:
@@ -435,7 +440,7 @@ class Runtime:
         callbacks, remote = acts
         if remote:
             for requester in remote:
-                self._outbox.append((P.OBJECT, (oid, requester, state, data, None)))
+                self._outbox.append((P.OBJECT, (oid, requester, _wire(state), data, None)))
         if callbacks:
             entry = self.table.entries.get(oid)
             for fn in callbacks:
@@ -450,11 +455,11 @@ class Runtime:
             if oid not in self.table.entries:
                 self._send_lost(oid, requester)
             return
-        self._outbox.append((P.OBJECT, (oid, requester, entry.state, entry.data, None)))
+        self._outbox.append((P.OBJECT, (oid, requester, _wire(entry.state), entry.data, None)))
 
     def _send_lost(self, oid: bytes, requester: bytes) -> None:
         err = S.dumps_system_error(ObjectLostError(oid.hex(), f"Object {oid.hex()} was freed by its owner"))
-        self._outbox.append((P.OBJECT, (oid, requester, ERROR, err, None)))
+        self._outbox.append((P.OBJECT, (oid, requester, P.ERROR, err, None)))
 
     # -- refs --------------------------------------------------------------------
     def adopt_ref(self, oid: bytes, owner: bytes) -> ObjectRef:

@@ -72,6 +72,7 @@ class NodeBroker:
         self.running = True
         self._actor_fail_blob: dict[bytes, bytes] = {}   # actor_id -> why its calls fail
         self._subscribers: dict[bytes, set] = defaultdict(set)  # actor_id -> callers to tell
+        self.fetching: dict[bytes, set] = defaultdict(set)      # owner -> {(oid, requester)}
         self._last_sent_avail: dict = {}
         self._last_update = 0.0
         self._last_beat = 0.0
@@ -213,9 +214,12 @@ class NodeBroker:
         ident = self.ident_of.pop(wid, None)
         if ident is not None:
             self.wid_of.pop(ident, None)
-            # Leases the dead worker held (it was an owner too) go back to the pool.
+            # Leases the dead worker held (it was an owner too) go back to the pool,
+            # and whoever waits for an object it owned learns that it is lost.
             for leased in self.sched.leases_of(ident):
                 self._do(self.sched.unlease(leased, time.monotonic()))
+            for oid, requester in self.fetching.pop(ident, ()):
+                self._owner_died(oid, requester)
         self.known.pop(wid, None)
         w = self.sched.workers.get(wid)
         if w is not None and w.leased_to is not None:
@@ -250,10 +254,12 @@ class NodeBroker:
             self._send(f[0], P.BORROW, f[0], f[1], f[2])
         elif mtype == P.FETCH:
             oid, owner, requester = f
-            if not self._send(owner, P.FETCH, oid, owner, requester):
-                err = pickle.dumps(OwnerDiedError(oid.hex(), f"The owner of object {oid.hex()} has died."))
-                self._send(requester, P.OBJECT, oid, requester, P.ERROR, err, None)
+            if self._send(owner, P.FETCH, oid, owner, requester):
+                self.fetching[owner].add((oid, requester))   # failed if the owner dies
+            else:
+                self._owner_died(oid, requester)
         elif mtype == P.OBJECT:
+            self.fetching.get(ident, set()).discard((f[0], f[1]))
             self._send(f[1], P.OBJECT, *f)
         elif mtype == P.FUNC:
             if not isinstance(f[0], bytes) or not isinstance(f[1], bytes):
@@ -415,6 +421,12 @@ class NodeBroker:
                 self._tell_callers(act[1], act[2], act[3])
 
     # -- direct actor calls: callers learn where an actor lives, and each change ----
+    def _owner_died(self, oid: bytes, requester: bytes) -> None:
+        err = pickle.dumps(OwnerDiedError(
+            oid.hex(), f"The object {oid.hex()} is lost: the process that owned it (the "
+            "worker that created it with put() or that submitted the task returning it) died."))
+        self._send(requester, P.OBJECT, oid, requester, P.ERROR, err, None)
+
     def _lookup(self, ident: bytes, actor_id: bytes) -> None:
         actor = self.sched.actors.get(actor_id)
         if actor is None or actor.state == S.AState.DEAD:
