@@ -60,10 +60,13 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
             raise RuntimeError("Maybe you called zray.init twice by accident? This error can be "
                                "suppressed by passing in 'ignore_reinit_error=True' or by calling "
                                "'zray.shutdown()' prior to 'zray.init()'.")
+        if address is None:
+            address = os.environ.get("ZRAY_ADDRESS") or None
         if address not in (None, "local"):
-            raise NotImplementedError(
-                f"connecting to an existing cluster (address={address!r}) is not implemented yet; "
-                "call zray.init() without an address to start the embedded local cluster")
+            if num_cpus is not None or num_gpus is not None or resources is not None:
+                raise ValueError("When connecting to an existing cluster, num_cpus, num_gpus and "
+                                 "resources must not be given (the cluster has its own).")
+            return _connect(_find_cluster(address), namespace, log_to_driver)
         for key, value in (("num_cpus", num_cpus), ("num_gpus", num_gpus)):
             if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0):
                 raise ValueError(f"{key} must be a non-negative number, got {value!r}")
@@ -95,6 +98,40 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
         _cluster = cluster
         _runtime.set_current(rt)
         return _context_of(rt)
+
+
+def _find_cluster(address: str) -> str:
+    """The node socket of a running cluster on this machine: address "auto" (the
+    newest), a session directory, or an ipc:// address."""
+    if address.startswith("ipc://"):
+        return address
+    if address == "auto":
+        import glob
+        import tempfile
+        socks = glob.glob(os.path.join(tempfile.gettempdir(), "zray-*", "node.sock"))
+        if not socks:
+            raise ConnectionError("address='auto': no zray cluster is running on this machine "
+                                  f"(no {tempfile.gettempdir()}/zray-*/node.sock); start one "
+                                  "with zray.init() in another process")
+        return "ipc://" + max(socks, key=os.path.getmtime)
+    if os.path.isdir(address):
+        return "ipc://" + os.path.join(address, "node.sock")
+    raise ValueError(f"address={address!r}: expected 'auto', a zray session directory or an "
+                     "ipc:// address (clusters over tcp are not implemented yet)")
+
+
+def _connect(node_address: str, namespace: str | None, log_to_driver: bool) -> InitContext:
+    """Join a running cluster as one more driver (shutdown() then only disconnects)."""
+    rt = _runtime.Runtime(node_address, "driver", os.urandom(4),
+                          {"log_to_driver": bool(log_to_driver), "namespace": namespace or ""})
+    try:
+        rt.start(CONFIG.start_timeout_s)
+    except RaySystemError as exc:
+        raise ConnectionError(f"could not connect to the zray cluster at {node_address}: {exc}") from None
+    rt.namespace = namespace or _anonymous_namespace()
+    rt.job = [rt.job_id, rt.namespace]
+    _runtime.set_current(rt)
+    return _context_of(rt)
 
 
 def _store_memory(requested: Any) -> int:

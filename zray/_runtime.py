@@ -388,6 +388,8 @@ class Runtime:
         elif mtype == P.CANCEL:
             if self.on_cancel is not None:
                 self.on_cancel(f[0])
+        elif mtype == P.STATS:
+            self._outbox.append((P.STATS, (f[0], self.object_rows())))
         elif mtype == P.LEASED:
             self._leases.on_leased(f[0], f[1], f[2])
         elif mtype == P.LEASE_LOST:
@@ -448,6 +450,22 @@ class Runtime:
                     fn(oid, state, data, entry)
                 except Exception:
                     _log.exception("object callback failed")
+
+    def object_rows(self) -> list:
+        """One row per object this process owns or borrows, for zray memory."""
+        rows = []
+        with self.table.lock:
+            items = list(self.table.entries.items())
+        for oid, e in items:
+            if e.actor:
+                continue
+            data = e.data
+            stored = type(data) is list
+            rows.append([oid.hex(), e.owned, e.owner.hex(), ("PENDING", "READY", "ERROR")[e.state],
+                         data[2] if stored else (len(data) if data is not None else 0),
+                         data[1] if stored else "", e.refs, e.borrowers,
+                         len(e.contained) if e.contained else 0])
+        return rows
 
     def _on_fetch(self, oid: bytes, requester: bytes) -> None:
         entry = self.table.add_remote_waiter(oid, requester)

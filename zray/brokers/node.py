@@ -73,6 +73,8 @@ class NodeBroker:
         self._actor_fail_blob: dict[bytes, bytes] = {}   # actor_id -> why its calls fail
         self._subscribers: dict[bytes, set] = defaultdict(set)  # actor_id -> callers to tell
         self.fetching: dict[bytes, set] = defaultdict(set)      # owner -> {(oid, requester)}
+        self._stats: dict[int, dict] = {}                       # zray memory requests
+        self._stats_seq = 0
         self._last_sent_avail: dict = {}
         self._last_update = 0.0
         self._last_beat = 0.0
@@ -165,6 +167,8 @@ class NodeBroker:
 
     def _timers(self) -> None:
         now = time.monotonic()
+        for req in [r for r, p in self._stats.items() if now > p["deadline"]]:
+            self._finish_stats(req, force=True)
         if now - self._last_beat >= CONFIG.heartbeat_s:
             self._last_beat = now
             self._to_head(P.HEARTBEAT, self.node_id, self.sched.avail, self.sched.load())
@@ -318,7 +322,12 @@ class NodeBroker:
                 if info.get("log_to_driver", True):
                     self._send(d, P.LOG, *f)
         elif mtype == P.HEAD_CALL:
-            self._to_head(P.HEAD_CALL, ident, f[1], f[2], f[3])
+            if f[2] == "node.list_objects":
+                self._start_stats(ident, f[1])
+            else:
+                self._to_head(P.HEAD_CALL, ident, f[1], f[2], f[3])
+        elif mtype == P.STATS:
+            self._on_stats(ident, f[0], f[1])
         elif mtype == P.HELLO:
             self._on_hello(ident, f)
         elif mtype == P.SHUTDOWN:
@@ -333,7 +342,7 @@ class NodeBroker:
             raise ProtocolError("HELLO info must be a map")
         self.clients.add(ident)
         if kind == "driver":
-            self.drivers[ident] = info
+            self.drivers[ident] = dict(info, pid=pid)
         elif kind == "worker":
             wid = info.get("worker_id")
             if wid not in self.sched.workers:
@@ -421,6 +430,45 @@ class NodeBroker:
                 self._tell_callers(act[1], act[2], act[3])
 
     # -- direct actor calls: callers learn where an actor lives, and each change ----
+    # -- zray memory: every local process lists its objects ----------------------
+    def _start_stats(self, requester: bytes, seq: int) -> None:
+        self._stats_seq += 1
+        req = self._stats_seq
+        waiting = set()
+        for ident in list(self.drivers) + list(self.wid_of):
+            if self._send(ident, P.STATS, req, None):
+                waiting.add(ident)
+        self._stats[req] = {"requester": requester, "seq": seq, "waiting": waiting, "rows": [],
+                            "deadline": time.monotonic() + 2.0}
+        self._finish_stats(req)
+
+    def _on_stats(self, ident: bytes, req: int, rows: list) -> None:
+        pending = self._stats.get(req)
+        if pending is None or ident not in pending["waiting"] or type(rows) is not list:
+            return
+        pending["waiting"].discard(ident)
+        pid = self.pid_of.get(self.wid_of.get(ident, b""), None) or \
+            self.drivers.get(ident, {}).get("pid")
+        kind = "WORKER" if ident in self.wid_of else "DRIVER"
+        for row in rows:
+            if type(row) is list and len(row) == 9:
+                pending["rows"].append(row + [kind, pid, self._location(row[5])])
+        self._finish_stats(req)
+
+    def _location(self, name: str) -> str:
+        if not name:
+            return "INLINE"
+        return "SPILLED" if name in self.store.spilled else "SHARED_MEMORY"
+
+    def _finish_stats(self, req: int, force: bool = False) -> None:
+        pending = self._stats.get(req)
+        if pending is None or (pending["waiting"] and not force):
+            return
+        del self._stats[req]
+        result = {"node_id": self.node_id.hex(), "rows": pending["rows"], "store": self.store.stats(),
+                  "unanswered": len(pending["waiting"])}
+        self._send(pending["requester"], P.HEAD_REPLY, pending["requester"], pending["seq"], True, result)
+
     def _owner_died(self, oid: bytes, requester: bytes) -> None:
         err = pickle.dumps(OwnerDiedError(
             oid.hex(), f"The object {oid.hex()} is lost: the process that owned it (the "
