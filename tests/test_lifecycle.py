@@ -113,6 +113,27 @@ def test_init_again_after_shutdown():
     assert not os.path.exists(second)
 
 
+def test_a_ref_dropped_after_shutdown_writes_to_no_reused_fd():
+    """A notebook keeps refs in its globals past shutdown(); dropping one later wrote
+    to the runtime's closed wake-up eventfd, whose number a zmq context of the kernel
+    had reused, and libzmq aborted the kernel (mailbox.cpp:72)."""
+    zray.init(num_cpus=1)
+    ref = zray.put(1)
+    wake_fd = zray._runtime._current._wake_fd
+    zray.shutdown()
+    fds = []
+    try:
+        while not fds or fds[-1] < wake_fd:   # new fds take the lowest free numbers
+            fds.append(os.eventfd(0, os.EFD_NONBLOCK))
+        assert fds[-1] == wake_fd
+        del ref
+        with pytest.raises(BlockingIOError):   # nothing was written to it
+            os.eventfd_read(wake_fd)
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
 def test_init_as_context_manager_shuts_down():
     with zray.init(num_cpus=1) as ctx:
         session = ctx["session_dir"]

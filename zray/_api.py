@@ -11,6 +11,7 @@ from ._cluster import LocalCluster
 from ._config import CONFIG
 from ._context import current_context
 from ._object_ref import ObjectRef
+from .exceptions import RaySystemError
 
 _lock = threading.RLock()
 _cluster: LocalCluster | None = None
