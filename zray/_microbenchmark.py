@@ -80,6 +80,10 @@ METRIC_NAMES = (
     "1_1_async_actor_calls_sync",
     "1_1_async_actor_calls_async",
     "actor_creation",
+    "single_client_put_gigabytes",
+    "single_client_get_100mb_calls",
+    "put_get_100mb_gigabytes",
+    "task_100mb_ref_arg",
 )
 
 
@@ -177,6 +181,10 @@ def _build_remotes(ray):
             ray.get(results)
 
     @ray.remote
+    def first_item(a):
+        return float(a[0])
+
+    @ray.remote
     def work(actors, n):
         k = len(actors)
         ray.get([actors[i % k].small_value.remote() for i in range(n)])
@@ -190,6 +198,7 @@ def _build_remotes(ray):
     r.AsyncActor = AsyncActor
     r.Client = Client
     r.work = work
+    r.first_item = first_item
     return r
 
 
@@ -616,6 +625,51 @@ class Runner:
                 _ready, not_ready = ray.wait(not_ready, num_returns=1)
 
         self.timeit("single_client_wait_1k_refs", wait_multiple_refs)
+
+    # -- large objects (100 MB numpy arrays) -----------------------------------
+
+    def _array_100mb(self):
+        import numpy as np
+        n = (10 if self.cfg.quick else 100) * 2**20 // 8
+        return np.arange(n, dtype=np.float64)
+
+    def bench_single_client_put_gigabytes(self):
+        ray = self.ray
+        arr = self._array_100mb()
+        gb = arr.nbytes / 1e9
+
+        def put_large():
+            ray.put(arr)   # the ref is dropped at once: the store is freed as it goes
+
+        self.timeit("single_client_put_gigabytes", put_large, gb)
+
+    def bench_single_client_get_100mb_calls(self):
+        ray = self.ray
+        ref = ray.put(self._array_100mb())
+
+        def get_large():
+            ray.get(ref)
+
+        self.timeit("single_client_get_100mb_calls", get_large)
+
+    def bench_put_get_100mb_gigabytes(self):
+        ray = self.ray
+        arr = self._array_100mb()
+        gb = arr.nbytes / 1e9
+
+        def put_get():
+            ray.get(ray.put(arr))
+
+        self.timeit("put_get_100mb_gigabytes", put_get, gb)
+
+    def bench_task_100mb_ref_arg(self):
+        ray, r = self.ray, self.r
+        ref = ray.put(self._array_100mb())
+
+        def task_on_ref():
+            ray.get(r.first_item.remote(ref))
+
+        self.timeit("task_100mb_ref_arg", task_on_ref)
 
     # -- tasks ----------------------------------------------------------------
 
