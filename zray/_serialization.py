@@ -11,6 +11,8 @@ import os
 import pickle
 import threading
 import traceback
+import types
+from collections import ChainMap
 from typing import Any
 
 import cloudpickle
@@ -27,9 +29,30 @@ def collecting() -> list | None:
     return getattr(_collect, "refs", None)
 
 
+def _rebuild_code(make: Any, args: tuple, filename: str) -> types.CodeType:
+    code = make(*args)
+    return code if code.co_filename == filename else code.replace(co_filename=filename)
+
+
+_base_code_reduce = cloudpickle.CloudPickler.dispatch_table.get(types.CodeType)
+
+
+def _code_reduce(code: types.CodeType) -> tuple:
+    # cloudpickle >= 3.1 ships code with co_filename "<dynamic-code>" (for stable
+    # payloads); keep the real one, so that a remote traceback shows the file, and,
+    # on this machine, the source line of every frame, as Ray's do.
+    make, args = _base_code_reduce(code)[:2]
+    return _rebuild_code, (make, args, code.co_filename)
+
+
+class _Pickler(cloudpickle.CloudPickler):
+    if _base_code_reduce is not None:
+        dispatch_table = ChainMap({types.CodeType: _code_reduce}, cloudpickle.CloudPickler.dispatch_table)
+
+
 def _dumps(value: Any) -> bytes:
     buf = io.BytesIO()
-    cloudpickle.CloudPickler(buf, protocol=5).dump(value)
+    _Pickler(buf, protocol=5).dump(value)
     return buf.getvalue()
 
 
@@ -46,7 +69,7 @@ def dumps(value: Any) -> tuple[bytes | list, list]:
     try:
         buffers: list = []
         buf = io.BytesIO()
-        cloudpickle.CloudPickler(buf, protocol=5, buffer_callback=buffers.append).dump(value)
+        _Pickler(buf, protocol=5, buffer_callback=buffers.append).dump(value)
         meta = buf.getvalue()
         if not buffers and len(meta) <= CONFIG.inline_threshold:
             return meta, refs
