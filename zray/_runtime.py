@@ -195,8 +195,8 @@ class Runtime:
             poller.register(self._wake_fd, zmq.POLLIN)
             if self.life_fd is not None:
                 poller.register(self.life_fd, zmq.POLLIN)
-            self._direct = DirectCalls(ctx, poller, self.ident, sock, self._on_result)
-            self._leases = TaskLeases(ctx, poller, self.ident, sock, self._on_result,
+            self._direct = DirectCalls(ctx, poller, self.ident, sock, self._on_direct_result)
+            self._leases = TaskLeases(ctx, poller, self.ident, sock, self._on_direct_result,
                                       self._func_blobs)
             use_leases = CONFIG.lease_linger_s > 0
             timeout = None
@@ -328,10 +328,12 @@ class Runtime:
         if entry.actor and entry.owned:
             self._outbox.append((_RELEASE, (oid,)))
 
-    def release_pairs(self, pairs: list) -> None:
-        """Drop the holds a stored value or a finished task had on these objects."""
+    def release_pairs(self, pairs: list, via_node: bool = False) -> None:
+        """Drop the holds a stored value or a finished task had on these objects.
+        via_node: also the holds on objects owned here go out as BORROW messages
+        through the node and come back (see _on_direct_result)."""
         for oid, owner in pairs:
-            if owner == self.ident:
+            if owner == self.ident and not via_node:
                 entry = self.table.borrow_delta(oid, -1)
                 if entry is not None:
                     self._free(oid, entry)
@@ -411,12 +413,19 @@ class Runtime:
             else:
                 self._fail_everything(RuntimeError(f"the cluster shut down ({f[0]})"))
 
-    def _on_result(self, r: list) -> None:
+    def _on_direct_result(self, r: list) -> None:
+        self._on_result(r, direct=True)
+
+    def _on_result(self, r: list, direct: bool = False) -> None:
         task_id = r[P.R_TASK]
         self._leases.on_node_result(task_id)
         held = self._inflight.pop(task_id, None)
         if held:
-            self.release_pairs(held)
+            # A worker that kept a ref from the args registered as a borrower with a
+            # BORROW sent through the node before its result. A result that came
+            # straight from the worker can overtake that BORROW, so the holds of a
+            # direct call are dropped through the node too, behind it.
+            self.release_pairs(held, via_node=direct)
         args = self._arg_segments.pop(task_id, None)
         if args is not None:
             STORE.free(args)

@@ -106,9 +106,20 @@ def describe_pickling_error(what: str, value: Any, exc: BaseException) -> str:
             "or create the unpicklable object inside the task.")
 
 
+_ZRAY_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _user_frames(tb: Any) -> Any:
+    """The traceback from the first frame outside zray (the worker's own frames that
+    called the task are noise to the user, as Ray hides its own)."""
+    while tb is not None and os.path.dirname(os.path.abspath(tb.tb_frame.f_code.co_filename)) == _ZRAY_DIR:
+        tb = tb.tb_next
+    return tb
+
+
 def dumps_error(exc: BaseException, function_name: str, pid: int, where: str = "") -> bytes:
     """The blob of a RayTaskError for `exc`, raised in `function_name`."""
-    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    tb = "".join(traceback.format_exception(type(exc), exc, _user_frames(exc.__traceback__)))
     cause: BaseException | None = exc
     try:
         _dumps(exc)

@@ -194,7 +194,9 @@ class LocalScheduler:
                 wid = self.idle.popleft()
                 w = self.workers[wid]
                 # A fair share of the queue, at most dispatch_batch tasks per lease.
-                n = min(self.dispatch_batch, max(1, len(queue) // max(1, self.task_workers())))
+                # Pipelining pays for long queues only: a short burst goes out one
+                # task per worker, so a quick task never waits behind a slow one.
+                n = min(self.dispatch_batch, max(1, len(queue) // (4 * max(1, self.task_workers()))))
                 w.gpus = self._take(res)
                 w.held = res
                 w.state = WState.BUSY

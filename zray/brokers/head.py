@@ -56,7 +56,15 @@ class HeadBroker:
         self.sock = ctx.socket(zmq.ROUTER)
         self.sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.bind(self.address)
+        try:
+            self.sock.bind(self.address)
+        except zmq.ZMQError as exc:
+            # The session is already gone (a driver that stopped before this head came
+            # up, on a loaded machine): nothing to serve.
+            self.log.info("session gone before the head broker started", error=str(exc))
+            self.sock.close()
+            ctx.term()
+            return
         poller = zmq.Poller()
         poller.register(self.sock, zmq.POLLIN)
         if self.parent_fd is not None:
