@@ -242,10 +242,12 @@ def wait(object_refs: list[ObjectRef], *, num_returns: int = 1, timeout: float |
     Both lists keep the input order; `ready` never holds more than num_returns."""
     if isinstance(object_refs, ObjectRef) or not isinstance(object_refs, (list, tuple)):
         raise TypeError(f"wait() expects a list of ObjectRefs, got {type(object_refs).__name__}")
+    ids = set()
     for i, ref in enumerate(object_refs):
         if type(ref) is not ObjectRef:
             raise TypeError(f"wait() expects ObjectRefs; item {i} is a {type(ref).__name__}")
-    if len(set(object_refs)) != len(object_refs):
+        ids.add(ref._id)
+    if len(ids) != len(object_refs):
         raise ValueError("wait() requires a list of unique object refs.")
     if not isinstance(num_returns, int) or isinstance(num_returns, bool) or num_returns < 1:
         raise ValueError(f"Invalid number of objects to return {num_returns!r}; it must be >= 1.")

@@ -18,6 +18,7 @@ length (all u64), the pickle, then each buffer at a 64-byte aligned offset.
 """
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 import shutil
@@ -79,21 +80,23 @@ class Store:
         path = os.path.join(SHM_DIR, name)
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
         try:
-            try:  # reserve the pages now: a full tmpfs is an error here, not a SIGBUS later
-                os.posix_fallocate(fd, 0, size)
-            except OSError as exc:
+            # pwrite, not an mmap: the kernel copies each buffer once into the tmpfs
+            # pages (no page faults, no zeroing first: ~2x faster for 100 MB), and a
+            # full /dev/shm is an ENOSPC here rather than a SIGBUS on a mapped write.
+            head = struct.pack(f"<{3 + len(views)}Q", _MAGIC, len(views), len(meta),
+                               *(v.nbytes for v in views))
+            _pwrite_all(fd, head + meta, 0)
+            for off, v in zip(offsets, views, strict=True):
+                _pwrite_all(fd, v, off)
+            os.ftruncate(fd, size)
+        except OSError as exc:
+            os.close(fd)
+            _unlink(path)
+            if exc.errno == errno.ENOSPC:
                 raise ObjectStoreFullError(
-                    f"/dev/shm has no room for an object of {size:,} bytes ({exc.strerror}); "
-                    "free refs, or give the machine a larger /dev/shm") from None
-            with mmap.mmap(fd, size) as m:
-                m[0:8] = _U64.pack(_MAGIC)
-                m[8:16] = _U64.pack(len(views))
-                m[16:24] = _U64.pack(len(meta))
-                for i, v in enumerate(views):
-                    m[24 + 8 * i:32 + 8 * i] = _U64.pack(v.nbytes)
-                m[header:header + len(meta)] = meta
-                for off, v in zip(offsets, views, strict=False):
-                    m[off:off + v.nbytes] = v          # the one copy of the data
+                    f"/dev/shm has no room for an object of {size:,} bytes; free refs, or "
+                    "give the machine a larger /dev/shm") from None
+            raise
         except BaseException:
             os.close(fd)
             _unlink(path)
@@ -157,6 +160,13 @@ class Store:
     def forget(self, name: str) -> None:
         with self._lock:
             self._maps.pop(name, None)
+
+
+def _pwrite_all(fd: int, data: Any, offset: int) -> None:
+    view = memoryview(data).cast("B")
+    while view.nbytes:
+        n = os.pwrite(fd, view, offset)
+        view, offset = view[n:], offset + n
 
 
 def _align(n: int) -> int:

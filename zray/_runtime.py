@@ -565,9 +565,24 @@ class Runtime:
 
     def wait(self, refs: list[ObjectRef], num_returns: int, timeout: float | None,
              fetch_local: bool = True) -> tuple[list, list]:
+        # One pass when enough are ready already (a loop of wait(num_returns=1) over a
+        # long list is O(n) per call; keep that n cheap).
+        lookup = self.table.entries.get
+        ready, not_ready = [], []
+        for ref in refs:
+            e = lookup(ref._id)
+            if e is None:
+                raise ObjectLostError(ref.hex())
+            if e.state != PENDING and len(ready) < num_returns:
+                ready.append(ref)
+            else:
+                not_ready.append(ref)
+        if len(ready) >= num_returns or timeout == 0:
+            if timeout == 0:
+                self._entries(not_ready)   # start fetching what is borrowed
+            return ready, not_ready
         entries = self._entries(refs)
-        if sum(e.state != PENDING for e in entries) < num_returns and timeout != 0:
-            self._wait_for(entries, num_returns, False, timeout, refs)
+        self._wait_for(entries, num_returns, False, timeout, refs)
         ready, not_ready = [], []
         for ref, entry in zip(refs, entries, strict=False):
             if entry.state != PENDING and len(ready) < num_returns:
