@@ -49,6 +49,7 @@ class Store:
         # runtime's I/O thread, which on_change wakes).
         self.added: deque = deque()
         self.freed: deque = deque()
+        self.touched: deque = deque()
         self.on_change: Any = None
 
     def configure(self, session_dir: str, capacity: int = 0) -> None:
@@ -114,6 +115,12 @@ class Store:
             m = self._maps.get(name)
             if m is None:
                 m = self._maps[name] = self._map(name)
+                self.touched.append(name)   # a new reader: recently used, for spilling
+                touched = True
+            else:
+                touched = False
+        if touched:
+            self._changed()
         view = memoryview(m)
         n = _U64.unpack_from(m, 8)[0]
         meta_len = _U64.unpack_from(m, 16)[0]
@@ -206,7 +213,9 @@ def sweep(session: str) -> int:
 
 class NodeStore:
     """The node broker's account of its store: which segments live in /dev/shm,
-    oldest first, and their bytes; spills the oldest to disk past the capacity."""
+    least recently used first (made, or mapped by a new reader), and their bytes;
+    spills the least recently used to disk past the capacity. (Spilling never breaks
+    a reader: a mapping outlives the file's move.)"""
 
     def __init__(self, session_dir: str, capacity: int, log: Any) -> None:
         self.capacity = capacity
@@ -221,6 +230,11 @@ class NodeStore:
             return
         self.in_shm[name] = size
         self.used += size
+
+    def touched(self, name: str) -> None:
+        """A process mapped the segment: it is the most recently used now."""
+        if name in self.in_shm:
+            self.in_shm.move_to_end(name)
 
     def freed(self, name: str) -> None:
         size = self.in_shm.pop(name, None)

@@ -52,7 +52,7 @@ LEASED = 24        # lease_key, worker_id, address                node -> client
                    # directly, one at a time (address "": none free now)
 UNLEASE = 25       # worker_id, kill                              client -> node
 LEASE_LOST = 26    # worker_id                                    node -> client
-STORE = 27         # [[name, size], ...] made, [name, ...] freed   client -> node
+STORE = 27         # made [[name, size]], freed [name], used [name] client -> node
 STATS = 28         # req_id, rows (None in the request)           node <-> client
                    # rows: the objects a process owns or borrows (zray memory)
                    # state: 1 alive, 0 __init__ failed, 2 exit_actor() called
@@ -67,7 +67,7 @@ _ARITY = {
     HELLO: 4, WELCOME: 2, SUBMIT: 1, FUNC: 2, TASKS: 2, RESULTS: 1, CREATE_ACTOR: 1,
     BLOCKED: 2, FETCH: 3, OBJECT: 5, BORROW: 3, CANCEL: 2, KILL_ACTOR: 2,
     RELEASE_ACTOR: 2, LOG: 3, WARN: 2, HEAD_CALL: 4, HEAD_REPLY: 4, SHUTDOWN: 1,
-    ACTOR_READY: 3, LOOKUP: 1, ACTOR_ADDR: 4, LEASE: 2, LEASED: 3, UNLEASE: 2, LEASE_LOST: 1, STORE: 2, STATS: 2, NODE_HELLO: 4, HEARTBEAT: 3, SPILLBACK: 1, PLACE: 1, ACTOR_EVENT: 3,
+    ACTOR_READY: 3, LOOKUP: 1, ACTOR_ADDR: 4, LEASE: 2, LEASED: 3, UNLEASE: 2, LEASE_LOST: 1, STORE: 3, STATS: 2, NODE_HELLO: 4, HEARTBEAT: 3, SPILLBACK: 1, PLACE: 1, ACTOR_EVENT: 3,
 }
 NAMES = {number: name for name, number in globals().items()
          if isinstance(number, int) and number in _ARITY and name.isupper()}

@@ -267,6 +267,14 @@ class Runtime:
 
     def _flush(self, sock: zmq.Socket, use_leases: bool = False) -> None:
         """Send what is queued, batching consecutive messages of one type."""
+        if STORE.added or STORE.freed or STORE.touched:
+            # The node keeps the store's account; it goes first, so that whatever
+            # this flush sends through the node is handled after it.
+            added, freed, touched = STORE.added, STORE.freed, STORE.touched
+            news = [list(added.popleft()) for _ in range(len(added))]
+            gone = [freed.popleft() for _ in range(len(freed))]
+            used = [touched.popleft() for _ in range(len(touched))]
+            sock.send(P.encode(P.STORE, news, gone, used))
         out = self._outbox
         while out:
             mtype, fields = out.popleft()
@@ -300,11 +308,6 @@ class Runtime:
         self._direct.flush()
         if self._endpoint is not None:
             self._endpoint.flush()
-        if STORE.added or STORE.freed:   # the node keeps the account of its store
-            added, freed = STORE.added, STORE.freed
-            news = [list(added.popleft()) for _ in range(len(added))]
-            gone = [freed.popleft() for _ in range(len(freed))]
-            sock.send(P.encode(P.STORE, news, gone))
 
     def _drain_released(self) -> None:
         released = self.table.released

@@ -294,6 +294,9 @@ class NodeBroker:
             for name in f[1]:
                 if type(name) is str:
                     self.store.freed(name)
+            for name in f[2]:
+                if type(name) is str:
+                    self.store.touched(name)
             self.store.enforce()
         elif mtype == P.LEASE:
             if not P.resources_ok(f[1]):
