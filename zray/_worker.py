@@ -22,6 +22,7 @@ from . import _runtime
 from . import _serialization as S
 from ._context import TaskContext, current_context, set_context
 from ._direct import DIRECT
+from ._futures import _Slot
 from .exceptions import ActorDiedError, ObjectStoreFullError, TaskCancelledError
 
 _STOP = object()
@@ -189,8 +190,8 @@ class Worker:
         slots = spec[P.T_SLOTS]
         if slots:
             values = [S.loads(blob) for _i, blob in slots]
-            args = [values[a.index] if type(a) is _runtime._Slot else a for a in args]
-            kwargs = {k: values[v.index] if type(v) is _runtime._Slot else v for k, v in kwargs.items()}
+            args = [values[a.index] if type(a) is _Slot else a for a in args]
+            kwargs = {k: values[v.index] if type(v) is _Slot else v for k, v in kwargs.items()}
         return args, kwargs
 
     def _adopt_job(self, job: list | None) -> None:
