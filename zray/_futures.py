@@ -188,12 +188,7 @@ class Futures:
                 fut.set_result(value)
             keep.clear()
 
-        entry = self.table.entries.get(ref._id)
-        if entry is not None:
-            self._ensure_fetch(ref._id, entry)
-        entry = self.table.add_callback(ref._id, done)
-        if entry is not None:
-            done(ref._id, entry.state, entry.data, entry)
+        self._when_resolved(ref, done)
         return fut
 
     # -- functions and tasks -----------------------------------------------------
@@ -266,6 +261,11 @@ class Futures:
             if pending.missing == 0:
                 self._dep_ready(pending)
 
+        self._when_resolved(ref, done)
+
+    def _when_resolved(self, ref: ObjectRef, done: Any) -> None:
+        """Call done(oid, state, data, entry) once `ref` has a value or an error:
+        now if it has, else on the I/O thread when it arrives (fetched if borrowed)."""
         entry = self.table.entries.get(ref._id)
         if entry is not None:
             self._ensure_fetch(ref._id, entry)
