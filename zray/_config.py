@@ -19,6 +19,9 @@ class Config:
     # An owner keeps a leased worker this long after its last task on it (a loop of
     # sync tasks reuses it: 2 hops a task instead of 4). 0 turns leases off.
     lease_linger_s: float = 0.02
+    # A sync actor serves its callers' socket on the thread that runs its calls (two
+    # thread hand-offs fewer per call); off: the I/O thread serves it.
+    sync_actor_own_socket: bool = True
     # Callers send actor calls straight to the actor's socket (2 hops, not 4).
     direct_actor_calls: bool = True
     # Node broker -> head broker heartbeat period, and how many missed beats kill a node.

@@ -23,10 +23,11 @@ from .exceptions import (
     GetTimeoutError,
     ObjectLostError,
     ObjectStoreFullError,
+    RaySystemError,
 )
 
 # Outbox entries for the I/O thread's direct-call sockets.
-_CALL, _DRESULT, _CANCEL, _RELEASE = -1, -2, -3, -4
+_CALL, _DRESULT, _CANCEL, _RELEASE, _OPEN, _FLUSHED = -1, -2, -3, -4, -5, -6
 
 
 class _Slot:
@@ -314,6 +315,21 @@ class Futures:
     def cancel(self, task_id: bytes, force: bool) -> None:
         """Cancel a task (through the node) or an actor call (through its actor)."""
         self.send(_CANCEL, task_id, force)
+
+    def flush_sync(self, timeout: float = 10.0) -> None:
+        """Return once everything queued so far has been sent (no wait if nothing is)."""
+        if not self._outbox:
+            return
+        sent = threading.Event()
+        self.send(_FLUSHED, sent)
+        sent.wait(timeout)
+
+    def open_endpoint(self, address: str, timeout: float = 10.0) -> None:
+        """Have the I/O thread bind and serve an actor's callers' socket."""
+        bound = threading.Event()
+        self.send(_OPEN, address, bound)
+        if not bound.wait(timeout):
+            raise RaySystemError(f"the I/O thread did not bind {address} in {timeout} s")
 
     def send_direct_result(self, owner: bytes, result: list) -> None:
         """Send the result of a call that came straight from its caller back that way."""

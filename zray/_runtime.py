@@ -26,7 +26,7 @@ from . import _protocol as P
 from . import _serialization as S
 from ._config import CONFIG
 from ._direct import ActorEndpoint, DirectCalls
-from ._futures import _CALL, _CANCEL, _DRESULT, _RELEASE, Futures
+from ._futures import _CALL, _CANCEL, _DRESULT, _FLUSHED, _OPEN, _RELEASE, Futures
 from ._ids import IdSource, object_id
 from ._leases import TaskLeases
 from ._log import get_logger
@@ -169,6 +169,7 @@ class Runtime(Futures):
             poller.register(self._wake_fd, zmq.POLLIN)
             if self.life_fd is not None:
                 poller.register(self.life_fd, zmq.POLLIN)
+            self._ctx, self._poller = ctx, poller
             self._direct = DirectCalls(ctx, poller, self.ident, sock, self._on_direct_result)
             self._leases = TaskLeases(ctx, poller, self.ident, sock, self._on_direct_result,
                                       self._func_blobs)
@@ -254,6 +255,16 @@ class Runtime(Futures):
             mtype, fields = out.popleft()
             if mtype == _CALL:
                 self._direct.call(fields[0])
+                continue
+            if mtype == _FLUSHED:   # everything queued before it is sent
+                fields[0].set()
+                continue
+            if mtype == _OPEN:   # an actor's callers' socket, served by this thread
+                self._endpoint = ActorEndpoint(self._ctx, self._poller, fields[0],
+                                               lambda specs, funcs: self.on_tasks(specs, funcs),
+                                               lambda task_id: self.on_cancel(task_id),
+                                               lambda: self.on_shutdown())
+                fields[1].set()
                 continue
             if mtype == _DRESULT:
                 self._endpoint.result(fields[0], fields[1])

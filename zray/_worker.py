@@ -14,18 +14,24 @@ import signal
 import sys
 import threading
 import traceback
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+
+import zmq
 
 from . import _protocol as P
 from . import _runtime
 from . import _serialization as S
+from ._config import CONFIG
 from ._context import TaskContext, current_context, set_context
 from ._direct import DIRECT
 from ._futures import _Slot
+from ._log import get_logger
 from .exceptions import ActorDiedError, ObjectStoreFullError, TaskCancelledError
 
 _STOP = object()
+_log = get_logger("worker")
 
 
 class _ActorExit(BaseException):
@@ -88,6 +94,12 @@ class Worker:
         # the node (they may be what it waits for); guarded with the inbox.
         self.blocked = False
         self.inbox_lock = threading.Lock()
+        # A sync actor serves its callers' socket on its main thread, the thread that
+        # runs the calls: no hand-off to and from the I/O thread per call. The I/O
+        # thread wakes it through this eventfd for what comes through the node.
+        self.direct_address = ""
+        self.endpoint: Any = None
+        self.inbox_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC) if actor_id else None
 
     # -- called in the I/O thread --------------------------------------------------
     def on_tasks(self, specs: list, funcs: dict) -> None:
@@ -133,6 +145,11 @@ class Worker:
             self.loop.call_soon_threadsafe(self._start_async_call, item)
         else:
             self.inbox.put(item)
+            if self.inbox_fd is not None:
+                try:
+                    os.eventfd_write(self.inbox_fd, 1)
+                except OSError:
+                    pass
 
     def on_cancel(self, task_id: bytes) -> None:
         if self.loop is not None:
@@ -156,7 +173,9 @@ class Worker:
             if item is _STOP:
                 break
             if len(item) == P.ACTOR_FIELDS:
-                self._create_actor(item)
+                if self._create_actor(item):
+                    self._serve_sync()
+                    break
                 if self.loop is not None:  # an async actor: the loop runs from now on
                     self._run_async()
                     break
@@ -170,6 +189,77 @@ class Worker:
                 self._run_task(item)
         if self.pool is not None:
             self.pool.shutdown(wait=True)
+
+    def _serve_sync(self) -> None:
+        """A sync actor's loop: calls from the callers' socket (bound here) and from the
+        node (the inbox), run in arrival order on this thread, results sent from here."""
+        zctx = zmq.Context(io_threads=1)
+        sock = zctx.socket(zmq.ROUTER)
+        for opt, value in ((zmq.LINGER, 0), (zmq.SNDHWM, 0), (zmq.RCVHWM, 0),
+                           (zmq.ROUTER_MANDATORY, 1)):
+            sock.setsockopt(opt, value)
+        sock.bind(self.direct_address)
+        self.endpoint = sock
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        poller.register(self.inbox_fd, zmq.POLLIN)
+        self.rt.send(P.ACTOR_READY, self.actor_spec[P.A_ID], 1, self.direct_address)
+        calls: deque = deque()
+        stop = False
+        try:
+            while True:
+                while True:                      # through the node
+                    try:
+                        item = self.inbox.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is _STOP:
+                        stop = True
+                    else:
+                        calls.append(item)
+                stop = self._read_callers(sock, calls) or stop
+                if calls:
+                    if self._run_call(calls.popleft()):
+                        return                   # exit_actor()
+                    continue
+                if stop:
+                    return
+                events = dict(poller.poll())
+                if self.inbox_fd in events:
+                    try:
+                        os.eventfd_read(self.inbox_fd)
+                    except BlockingIOError:
+                        pass
+        finally:
+            self.endpoint = None
+            sock.close()
+            zctx.term()
+
+    def _read_callers(self, sock: Any, calls: deque) -> bool:
+        """Move what callers sent into `calls` (cancels applied at once); True if the
+        owner released the actor (after the calls before it)."""
+        released = False
+        while True:
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return released
+            try:
+                if len(frames) != 2:
+                    raise P.ProtocolError(f"expected 2 frames, got {len(frames)}")
+                mtype, fields = P.decode(frames[1])
+                if mtype == P.CANCEL:
+                    self.cancelled.add(fields[0])
+                elif mtype == P.RELEASE_ACTOR:
+                    released = True
+                elif mtype in (P.SUBMIT, P.TASKS):
+                    for spec in fields[0]:
+                        P.check_task(spec)[P.T_ASSIGNED] = DIRECT
+                        calls.append(spec)
+                else:
+                    raise P.ProtocolError(f"{P.NAMES[mtype]} is not a call")
+            except Exception as exc:  # never die of a message
+                _log.warning("dropped a bad message from a caller", error=repr(exc)[:300])
 
     def _on_cancel_signal(self, signum, frame) -> None:
         task = self.current_task
@@ -281,7 +371,15 @@ class Worker:
 
     def _emit(self, spec: list, result: list) -> None:
         _flush_output()  # the task's last output line goes out before its result
-        if spec[P.T_ASSIGNED] == DIRECT:   # the call came straight from its caller
+        if spec[P.T_ASSIGNED] == DIRECT and self.endpoint is not None:
+            # Borrows the call registered (and its output) go out through the I/O
+            # thread: they must leave before the result does.
+            self.rt.flush_sync()
+            try:   # a sync actor's call: answered from this thread, on its own socket
+                self.endpoint.send_multipart([spec[P.T_OWNER], P.encode(P.RESULTS, [result])])
+            except zmq.ZMQError:
+                pass   # the caller is gone
+        elif spec[P.T_ASSIGNED] == DIRECT:   # the call came straight from its caller
             self.rt.send_direct_result(spec[P.T_OWNER], result)
         else:
             self.rt.send(P.RESULTS, [result])
@@ -318,7 +416,11 @@ class Worker:
             self.semaphore_size = concurrency
         elif concurrency > 1:
             self.pool = ThreadPoolExecutor(concurrency, thread_name_prefix="zray-actor")
-        self.rt.send(P.ACTOR_READY, spec[P.A_ID], 1, self.rt.direct_address)
+        if self.loop is None and self.pool is None and CONFIG.sync_actor_own_socket:
+            return True   # run() binds the callers' socket on this thread, then says ready
+        self.rt.open_endpoint(self.direct_address)
+        self.rt.send(P.ACTOR_READY, spec[P.A_ID], 1, self.direct_address)
+        return False
 
     def _call_target(self, spec: list) -> tuple[Any, str]:
         method = spec[P.T_METHOD]
@@ -466,12 +568,14 @@ def exit_actor() -> None:
 
 
 def main(address: str, worker_id: bytes, actor_id: bytes | None, gpus: list, life_fd: int) -> None:
-    # Every worker takes calls (actors) or leased tasks on its own socket, next to the node's.
+    # Every worker takes calls (actors) or leased tasks on its own socket, next to the
+    # node's: a task worker's is bound by its I/O thread now; an actor's once it exists.
     direct = address.rsplit("/", 1)[0] + "/" + worker_id.decode() + ".sock"
     rt = _runtime.Runtime(address, "worker", b"", {"worker_id": worker_id}, life_fd=life_fd,
-                          direct_address=direct)
+                          direct_address=None if actor_id else direct)
     _runtime.set_current(rt)
     worker = Worker(rt, worker_id, actor_id, gpus)
+    worker.direct_address = direct
     rt.on_tasks = worker.on_tasks
     rt.on_create_actor = worker.on_create_actor
     rt.on_cancel = worker.on_cancel
