@@ -717,3 +717,30 @@ def test_cancel_queued_actor_call(cluster, tmp_path):
         assert ran == ["kept"]
     finally:
         os.close(wfd)
+
+
+def test_sync_actor_method_joining_a_thread_that_calls_get(cluster):
+    """A sync actor serves its callers on the thread running its calls; a method whose
+    helper thread calls get() (and is joined) must still complete."""
+    import threading
+
+    @zray.remote
+    def square(x):
+        return x * x
+
+    @zray.remote
+    class Joiner:
+        def run(self, n):
+            out = []
+
+            def helper():
+                out.append(zray.get([square.remote(i) for i in range(n)], timeout=T))
+
+            t = threading.Thread(target=helper)
+            t.start()
+            t.join(T)
+            return out[0] if out else None
+
+    j = Joiner.remote()
+    assert zray.get(j.run.remote(5), timeout=T) == [0, 1, 4, 9, 16]
+    assert zray.get([j.run.remote(3) for _ in range(3)], timeout=T) == [[0, 1, 4]] * 3

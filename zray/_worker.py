@@ -99,6 +99,7 @@ class Worker:
         # thread wakes it through this eventfd for what comes through the node.
         self.direct_address = ""
         self.endpoint: Any = None
+        self.replies: dict[bytes, list] = {}
         self.inbox_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC) if actor_id else None
 
     # -- called in the I/O thread --------------------------------------------------
@@ -204,6 +205,7 @@ class Worker:
         poller.register(sock, zmq.POLLIN)
         poller.register(self.inbox_fd, zmq.POLLIN)
         self.rt.send(P.ACTOR_READY, self.actor_spec[P.A_ID], 1, self.direct_address)
+        self.replies = {}
         calls: deque = deque()
         stop = False
         try:
@@ -219,7 +221,11 @@ class Worker:
                         calls.append(item)
                 stop = self._read_callers(sock, calls) or stop
                 if calls:
-                    if self._run_call(calls.popleft()):
+                    exiting = self._run_call(calls.popleft())
+                    if exiting or not calls or len(self.replies) > 64 or \
+                            sum(map(len, self.replies.values())) >= CONFIG.max_batch:
+                        self._send_replies(sock)
+                    if exiting:
                         return                   # exit_actor()
                     continue
                 if stop:
@@ -234,6 +240,19 @@ class Worker:
             self.endpoint = None
             sock.close()
             zctx.term()
+
+    def _send_replies(self, sock: Any) -> None:
+        if not self.replies:
+            return
+        # Borrows the calls registered (and their output) go out through the I/O
+        # thread: they must leave before the results do.
+        self.rt.flush_sync()
+        replies, self.replies = self.replies, {}
+        for owner, results in replies.items():
+            try:
+                sock.send_multipart([owner, P.encode(P.RESULTS, results)])
+            except zmq.ZMQError:
+                pass   # the caller is gone
 
     def _read_callers(self, sock: Any, calls: deque) -> bool:
         """Move what callers sent into `calls` (cancels applied at once); True if the
@@ -372,13 +391,9 @@ class Worker:
     def _emit(self, spec: list, result: list) -> None:
         _flush_output()  # the task's last output line goes out before its result
         if spec[P.T_ASSIGNED] == DIRECT and self.endpoint is not None:
-            # Borrows the call registered (and its output) go out through the I/O
-            # thread: they must leave before the result does.
-            self.rt.flush_sync()
-            try:   # a sync actor's call: answered from this thread, on its own socket
-                self.endpoint.send_multipart([spec[P.T_OWNER], P.encode(P.RESULTS, [result])])
-            except zmq.ZMQError:
-                pass   # the caller is gone
+            # A sync actor's call: answered from this thread, on its own socket, in
+            # batches while more calls wait (sent by _send_replies).
+            self.replies.setdefault(spec[P.T_OWNER], []).append(result)
         elif spec[P.T_ASSIGNED] == DIRECT:   # the call came straight from its caller
             self.rt.send_direct_result(spec[P.T_OWNER], result)
         else:
