@@ -263,8 +263,7 @@ def kill(actor: Any, *, no_restart: bool = True) -> None:
     from .actor import ActorHandle
     if not isinstance(actor, ActorHandle):
         raise ValueError(f"zray.kill() only supports actors; got {type(actor).__name__}")
-    from . import _protocol as P
-    _runtime_or_init().send(P.KILL_ACTOR, actor._actor_id, bool(no_restart))
+    _runtime_or_init().kill_actor(actor._actor_id, bool(no_restart))
 
 
 def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> None:

@@ -19,13 +19,13 @@ import zmq
 
 from . import _protocol as P
 from ._log import get_logger
-from .exceptions import ActorUnavailableError, TaskCancelledError
+from .exceptions import ActorDiedError, ActorUnavailableError, TaskCancelledError
 
 _log = get_logger("direct")
 
 
 class _Actor:
-    __slots__ = ("state", "address", "sock", "queue", "inflight", "error", "release")
+    __slots__ = ("state", "address", "sock", "queue", "inflight", "error", "release", "stale")
 
     def __init__(self) -> None:
         self.state = "RESOLVING"
@@ -35,6 +35,7 @@ class _Actor:
         self.inflight: dict[bytes, list] = {}  # task_id -> spec, sent, no result yet
         self.error: bytes | None = None
         self.release = False                   # the last handle is gone: end it after the queue
+        self.stale = ""                        # the address of an instance killed from here
 
 
 class DirectCalls:
@@ -57,7 +58,7 @@ class DirectCalls:
             self.node.send(P.encode(P.LOOKUP, aid))
         if a.state == "ALIVE":
             self._batch.setdefault(aid, []).append(spec)
-        elif a.state == "DEAD":
+        elif a.state in ("DEAD", "KILLED"):
             self._fail(spec, a.error)
         else:
             a.queue.append(spec)
@@ -79,6 +80,8 @@ class DirectCalls:
         if a is None:
             a = self.actors[aid] = _Actor()
         if state == "ALIVE":
+            if a.state == "KILLED" or (a.stale and address == a.stale):
+                return   # news of the instance this process just killed
             if a.sock is None or a.address != address:
                 self._close(a)
                 sock = self.ctx.socket(zmq.DEALER)
@@ -139,6 +142,28 @@ class DirectCalls:
             for r in fields[0]:
                 a.inflight.pop(r[P.R_TASK], None)
                 self.on_result(r)
+
+    def killed(self, aid: bytes, no_restart: bool) -> None:
+        """This process killed the actor: calls made from now on must not reach the
+        old instance (they fail, or wait for the restart). Calls already sent fail or
+        are retried when the node reports the death."""
+        a = self.actors.get(aid)
+        if a is None:
+            if not no_restart:
+                return
+            a = self.actors[aid] = _Actor()
+            self.node.send(P.encode(P.LOOKUP, aid))   # to hear of the death, too
+        self.flush()
+        a.stale = a.address
+        if no_restart:
+            a.state = "KILLED"   # new calls fail; in-flight ones with the DEAD notice
+            a.error = pickle.dumps(ActorDiedError(
+                f"The actor {aid.hex()} was killed with zray.kill().", aid.hex()))
+            for spec in list(a.queue):
+                self._fail(spec, a.error)
+            a.queue.clear()
+        elif a.state == "ALIVE":
+            a.state = "RESTARTING"   # new calls wait for the restarted instance
 
     def release(self, aid: bytes) -> bool:
         """Tell the actor (behind this caller's calls) that its last handle is gone;

@@ -27,7 +27,7 @@ from .exceptions import (
 )
 
 # Outbox entries for the I/O thread's direct-call sockets.
-_CALL, _DRESULT, _CANCEL, _RELEASE, _OPEN, _FLUSHED = -1, -2, -3, -4, -5, -6
+_CALL, _DRESULT, _CANCEL, _RELEASE, _OPEN, _FLUSHED, _KILL = -1, -2, -3, -4, -5, -6, -7
 
 
 class _Slot:
@@ -315,6 +315,11 @@ class Futures:
     def cancel(self, task_id: bytes, force: bool) -> None:
         """Cancel a task (through the node) or an actor call (through its actor)."""
         self.send(_CANCEL, task_id, force)
+
+    def kill_actor(self, actor_id: bytes, no_restart: bool) -> None:
+        """Kill an actor; this process's later calls to it fail at once (or wait for
+        its restart), not only once the node has seen it die."""
+        self.send(_KILL, actor_id, no_restart)
 
     def flush_sync(self, timeout: float = 10.0) -> None:
         """Return once everything queued so far has been sent (no wait if nothing is)."""

@@ -26,7 +26,7 @@ from . import _protocol as P
 from . import _serialization as S
 from ._config import CONFIG
 from ._direct import ActorEndpoint, DirectCalls
-from ._futures import _CALL, _CANCEL, _DRESULT, _FLUSHED, _OPEN, _RELEASE, Futures
+from ._futures import _CALL, _CANCEL, _DRESULT, _FLUSHED, _KILL, _OPEN, _RELEASE, Futures
 from ._ids import IdSource, object_id
 from ._leases import TaskLeases
 from ._log import get_logger
@@ -255,6 +255,10 @@ class Runtime(Futures):
             mtype, fields = out.popleft()
             if mtype == _CALL:
                 self._direct.call(fields[0])
+                continue
+            if mtype == _KILL:
+                self._direct.killed(fields[0], fields[1])
+                sock.send(P.encode(P.KILL_ACTOR, fields[0], fields[1]))
                 continue
             if mtype == _FLUSHED:   # everything queued before it is sent
                 fields[0].set()
