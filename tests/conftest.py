@@ -46,6 +46,26 @@ def zray_pids() -> set[int]:
     return pids
 
 
+def pid_alive(pid: int) -> bool:
+    """True if `pid` runs (a zombie counts as gone: it has exited)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def wait_until(predicate, timeout: float = 10.0) -> bool:
+    """Poll `predicate` until it holds or `timeout` passes: for process exits and
+    other states of other processes that this one has no event to wait on."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
 def leftovers() -> set[str]:
     tmp = tempfile.gettempdir()
     return set(glob.glob(os.path.join(tmp, "zray-*"))) | set(glob.glob("/dev/shm/zray*"))

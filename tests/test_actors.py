@@ -16,45 +16,16 @@ import time
 import pytest
 
 import zray
+from conftest import pid_alive, wait_until
 from zray.exceptions import ActorDiedError, RayActorError, RayTaskError, TaskCancelledError
 
 T = 30  # timeout of every get (s): generous, a hang fails instead of blocking the suite
 
 
 # -- helpers ------------------------------------------------------------------------
-def pid_alive(pid: int) -> bool:
-    """True if `pid` runs (a zombie counts as gone: it has exited)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
-
-
 def wait_exit(pid: int, timeout: float = 10.0) -> bool:
     """Poll until `pid` has exited; False if it still runs after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while pid_alive(pid):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
-
-
-def wait_until(pred, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
+    return wait_until(lambda: not pid_alive(pid), timeout)
 
 
 def name_is_free(name: str, namespace: str | None = None) -> bool:

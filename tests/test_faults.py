@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 import zray
+from conftest import pid_alive, wait_until
 from zray import _protocol as P
 from zray.exceptions import RaySystemError, TaskCancelledError, WorkerCrashedError
 
@@ -55,23 +56,6 @@ def hold(dirname, name, release=None, timeout=30.0):
             return name
         time.sleep(0.01 if release else timeout)
     return name
-
-
-def wait_until(predicate, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
-
-
-def pid_alive(p: int) -> bool:
-    try:
-        with open(f"/proc/{p}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def assert_pool_works(tmp_path, n: int = 2) -> None:

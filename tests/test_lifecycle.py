@@ -12,7 +12,7 @@ import time
 import pytest
 
 import zray
-from conftest import leftovers, zray_pids
+from conftest import leftovers, wait_until, zray_pids
 
 DEADLINE_S = 10.0
 
@@ -33,17 +33,6 @@ def cmdline(pid: int) -> bytes:
 def pids_of_session(session_dir: str) -> set[int]:
     """The zray processes (brokers, zygote, workers) of one session."""
     return {pid for pid in zray_pids() if session_dir.encode() in cmdline(pid)}
-
-
-def wait_until(predicate, timeout: float = DEADLINE_S) -> bool:
-    """Poll `predicate` until it holds or `timeout` passes (for process exits, which
-    have no event to wait on from here)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 # -- init / shutdown in this process --------------------------------------------------

@@ -127,19 +127,8 @@ class DirectCalls:
         a = self.by_sock.get(sock)
         if a is None:
             return
-        for _ in range(10_000):
-            try:
-                frame = sock.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            try:
-                mtype, fields = P.decode(frame)
-            except P.ProtocolError as exc:
-                _log.warning("dropped a bad message from an actor", error=repr(exc)[:300])
-                continue
-            if mtype != P.RESULTS:
-                continue
-            for r in fields[0]:
+        for results in recv_results(sock):
+            for r in results:
                 a.inflight.pop(r[P.R_TASK], None)
                 self.on_result(r)
 
@@ -204,6 +193,24 @@ class DirectCalls:
     def close(self) -> None:
         for a in self.actors.values():
             self._close(a)
+
+
+def recv_results(sock: zmq.Socket, limit: int = 10_000):
+    """The RESULTS lists waiting on a caller's DEALER to an actor or a leased worker
+    (anything else there is dropped and logged)."""
+    for _ in range(limit):
+        try:
+            frame = sock.recv(zmq.NOBLOCK)
+        except zmq.Again:
+            return
+        try:
+            mtype, fields = P.decode(frame)
+            if mtype != P.RESULTS:
+                raise P.ProtocolError(f"{P.NAMES[mtype]} is not a result")
+        except P.ProtocolError as exc:
+            _log.warning("dropped a bad message on a direct socket", error=repr(exc)[:300])
+            continue
+        yield fields[0]
 
 
 class ActorEndpoint:

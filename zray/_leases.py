@@ -21,6 +21,7 @@ import zmq
 
 from . import _protocol as P
 from ._config import CONFIG
+from ._direct import recv_results
 from .exceptions import TaskCancelledError, WorkerCrashedError
 
 
@@ -125,18 +126,8 @@ class TaskLeases:
         lease = self.by_sock.get(sock)
         if lease is None:
             return
-        while True:
-            try:
-                frame = sock.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            try:
-                mtype, fields = P.decode(frame)
-            except P.ProtocolError:
-                continue
-            if mtype != P.RESULTS:
-                continue
-            for r in fields[0]:
+        for results in recv_results(sock):
+            for r in results:
                 if lease.task is not None and lease.task[P.T_ID] == r[P.R_TASK]:
                     lease.task = None
                     lease.last_used = time.monotonic()

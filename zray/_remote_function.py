@@ -30,7 +30,7 @@ class RemoteFunction:
         self._signature = _signature(function)
         self._func_id: bytes | None = None
         self._blob: bytes | None = None
-        self._prepared: dict[int, tuple] = {}
+        self._prepared: tuple | None = None   # of self._options, made on first use
         functools.update_wrapper(self, function)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -47,7 +47,17 @@ class RemoteFunction:
         return _Bound(self, merged)
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
-        return self._remote(args, kwargs, self._options)
+        if self._prepared is None:
+            self._prepared = self._prepare(self._options)
+        return self._remote(args, kwargs, self._prepared)
+
+    def _prepare(self, options: dict) -> tuple:
+        """What a task spec needs of a set of options, worked out once per set."""
+        retry_exc = options.get("retry_exceptions", False)
+        if isinstance(retry_exc, (list, tuple)):
+            retry_exc = S.dumps(list(retry_exc))[0]
+        return (_options.resources_of(options, 1), options.get("num_returns", 1),
+                options.get("max_retries", 3), retry_exc, options.get("name") or self._name)
 
     def bind(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError("zray has no DAG API yet (.bind); call .remote()")
@@ -61,7 +71,7 @@ class RemoteFunction:
                     f"the remote function {self._name}", self._function, exc)) from exc
         return self._func_id, self._blob
 
-    def _remote(self, args: tuple, kwargs: dict, options: dict) -> Any:
+    def _remote(self, args: tuple, kwargs: dict, prepared: tuple) -> Any:
         from ._api import _runtime_or_init
         rt = _runtime_or_init()
         if self._signature is not None:
@@ -71,15 +81,7 @@ class RemoteFunction:
                 raise TypeError(f"wrong arguments for remote function {self._name}: {exc}") from None
         func_id, blob = self._ensure_pickled()
         rt.ensure_function(func_id, blob)
-        prepared = self._prepared.get(id(options))
-        if prepared is None or prepared[0] is not options:
-            retry_exc = options.get("retry_exceptions", False)
-            if isinstance(retry_exc, (list, tuple)):
-                retry_exc = S.dumps(list(retry_exc))[0]
-            prepared = (options, _options.resources_of(options, 1), options.get("num_returns", 1),
-                        options.get("max_retries", 3), retry_exc, options.get("name") or self._name)
-            self._prepared[id(options)] = prepared
-        _, res, nret, retries, retry_exc, name = prepared
+        res, nret, retries, retry_exc, name = prepared
         task_id = rt.ids.task_id()
         oids = [object_id(task_id, i) for i in range(nret)]
         refs = rt.new_refs(oids)
@@ -97,9 +99,10 @@ class _Bound:
 
     def __init__(self, fn: RemoteFunction, options: dict) -> None:
         self._fn, self._options = fn, options
+        self._prepared = fn._prepare(options)
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
-        return self._fn._remote(args, kwargs, self._options)
+        return self._fn._remote(args, kwargs, self._prepared)
 
     def options(self, **options: Any) -> "_Bound":
         return self._fn.options(**{**self._options, **options})

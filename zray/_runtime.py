@@ -26,7 +26,16 @@ from . import _protocol as P
 from . import _serialization as S
 from ._config import CONFIG
 from ._direct import ActorEndpoint, DirectCalls
-from ._futures import _CALL, _CANCEL, _DRESULT, _FLUSHED, _KILL, _OPEN, _RELEASE, Futures
+from ._futures import (
+    _CALL,
+    _CANCEL,
+    _DRESULT,
+    _FLUSHED,
+    _KILL,
+    _OPEN,
+    _RELEASE,
+    Futures,
+)
 from ._ids import IdSource, object_id
 from ._leases import TaskLeases
 from ._log import get_logger
