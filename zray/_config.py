@@ -12,6 +12,9 @@ class Config:
     # A batch message carries at most this many tasks or results (one syscall each
     # side instead of one per task: 20x on async submit, see DESIGN.md section 5).
     max_batch: int = 512
+    # A receive loop handles at most this many messages of one socket before it looks
+    # at its other sockets (one flooding peer must not starve the rest).
+    drain_limit: int = 4096
     # A worker is given up to this many tasks of one shape at a time, run in order
     # under one lease (fewer messages per task; a worker that blocks in get() hands
     # back the ones it has not started).

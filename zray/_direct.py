@@ -105,9 +105,7 @@ class DirectCalls:
             self._close(a)
             retry = []
             for spec in a.inflight.values():
-                if spec[P.T_RETRIES] != 0:
-                    if spec[P.T_RETRIES] > 0:
-                        spec[P.T_RETRIES] -= 1
+                if P.spend_retry(spec):
                     retry.append(spec)
                 else:
                     self._fail(spec, pickle.dumps(ActorUnavailableError(
@@ -127,10 +125,11 @@ class DirectCalls:
         a = self.by_sock.get(sock)
         if a is None:
             return
-        for results in recv_results(sock):
+        def on_results(results: list) -> None:
             for r in results:
                 a.inflight.pop(r[P.R_TASK], None)
                 self.on_result(r)
+        recv_results(sock, on_results)
 
     def killed(self, aid: bytes, no_restart: bool) -> None:
         """This process killed the actor: calls made from now on must not reach the
@@ -181,7 +180,7 @@ class DirectCalls:
         return False
 
     def _fail(self, spec: list, error: bytes | None) -> None:
-        self.on_result([spec[P.T_ID], spec[P.T_OWNER], P.ERROR, error, max(spec[P.T_NRET], 1)])
+        self.on_result(P.error_result(spec, error))
 
     def _close(self, a: _Actor) -> None:
         if a.sock is not None:
@@ -195,22 +194,13 @@ class DirectCalls:
             self._close(a)
 
 
-def recv_results(sock: zmq.Socket, limit: int = 10_000):
-    """The RESULTS lists waiting on a caller's DEALER to an actor or a leased worker
-    (anything else there is dropped and logged)."""
-    for _ in range(limit):
-        try:
-            frame = sock.recv(zmq.NOBLOCK)
-        except zmq.Again:
-            return
-        try:
-            mtype, fields = P.decode(frame)
-            if mtype != P.RESULTS:
-                raise P.ProtocolError(f"{P.NAMES[mtype]} is not a result")
-        except P.ProtocolError as exc:
-            _log.warning("dropped a bad message on a direct socket", error=repr(exc)[:300])
-            continue
-        yield fields[0]
+def recv_results(sock: zmq.Socket, on_results: Callable[[list], None]) -> None:
+    """Hand the RESULTS lists waiting on a caller's DEALER to an actor or a leased worker
+    to on_results (anything else there is dropped and logged)."""
+    def handle(mtype: int, fields: list) -> None:
+        P.expect(mtype, (P.RESULTS,))
+        on_results(fields[0])
+    P.drain(sock, handle, _log, routed=False)
 
 
 class ActorEndpoint:
@@ -233,35 +223,25 @@ class ActorEndpoint:
         self._out: dict[bytes, list] = {}
 
     def on_readable(self) -> None:
-        for _ in range(10_000):
-            try:
-                frames = self.sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            try:
-                if len(frames) != 2:
-                    raise P.ProtocolError(f"expected 2 frames, got {len(frames)}")
-                mtype, fields = P.decode(frames[1])
-                if mtype == P.CANCEL:
-                    self.on_cancel(fields[0])
-                    continue
-                if mtype == P.RELEASE_ACTOR:
-                    self.on_release()
-                    continue
-                funcs = {}
-                if mtype == P.TASKS:   # leased tasks, with functions this worker lacks
-                    funcs = fields[1]
-                    if type(funcs) is not dict:
-                        raise P.ProtocolError("TASKS wants a map of functions")
-                elif mtype != P.SUBMIT:
-                    raise P.ProtocolError(f"{P.NAMES[mtype]} is not a call")
-                specs = [P.check_task(s) for s in fields[0]]
-            except Exception as exc:  # never die of a message
-                _log.warning("dropped a bad message", error=repr(exc)[:300])
-                continue
-            for spec in specs:
-                spec[P.T_ASSIGNED] = DIRECT
-            self.on_calls(specs, funcs)
+        P.drain(self.sock, self._on_message, _log, routed=True)
+
+    def _on_message(self, _sender: bytes, mtype: int, fields: list) -> None:
+        if mtype == P.CANCEL:
+            self.on_cancel(fields[0])
+            return
+        if mtype == P.RELEASE_ACTOR:
+            self.on_release()
+            return
+        P.expect(mtype, (P.SUBMIT, P.TASKS))
+        funcs = {}
+        if mtype == P.TASKS:   # leased tasks, with functions this worker lacks
+            funcs = fields[1]
+            if type(funcs) is not dict:
+                raise P.ProtocolError("TASKS wants a map of functions")
+        specs = [P.check_task(s) for s in fields[0]]
+        for spec in specs:
+            spec[P.T_ASSIGNED] = DIRECT
+        self.on_calls(specs, funcs)
 
     def result(self, owner: bytes, result: list) -> None:
         self._out.setdefault(owner, []).append(result)

@@ -126,15 +126,16 @@ class TaskLeases:
         lease = self.by_sock.get(sock)
         if lease is None:
             return
-        for results in recv_results(sock):
-            for r in results:
-                if lease.task is not None and lease.task[P.T_ID] == r[P.R_TASK]:
-                    lease.task = None
-                    lease.last_used = time.monotonic()
-                self.on_result(r)
-            if lease.task is None and self.node_inflight.get(lease.key):
-                self._give_back(lease)
-                return
+        recv_results(sock, lambda results: self._on_results(lease, results))
+
+    def _on_results(self, lease: _Lease, results: list) -> None:
+        for r in results:
+            if lease.task is not None and lease.task[P.T_ID] == r[P.R_TASK]:
+                lease.task = None
+                lease.last_used = time.monotonic()
+            self.on_result(r)
+        if lease.task is None and lease.sock is not None and self.node_inflight.get(lease.key):
+            self._give_back(lease)
 
     def on_lost(self, wid: bytes) -> None:
         """The leased worker died: retry its task through the node, or fail it."""
@@ -148,9 +149,7 @@ class TaskLeases:
         if spec[P.T_ID] in self.cancelled:
             self.cancelled.discard(spec[P.T_ID])
             self._fail(spec, TaskCancelledError(spec[P.T_ID].hex()))
-        elif spec[P.T_RETRIES] != 0:
-            if spec[P.T_RETRIES] > 0:
-                spec[P.T_RETRIES] -= 1
+        elif P.spend_retry(spec):
             key = shape_key(spec[P.T_RES])
             self.node_inflight[key] = self.node_inflight.get(key, 0) + 1
             self.task_key[spec[P.T_ID]] = key
@@ -199,8 +198,7 @@ class TaskLeases:
         lease.sock, lease.wid = None, None
 
     def _fail(self, spec: list, exc: BaseException) -> None:
-        self.on_result([spec[P.T_ID], spec[P.T_OWNER], P.ERROR, pickle.dumps(exc),
-                        max(spec[P.T_NRET], 1)])
+        self.on_result(P.error_result(spec, pickle.dumps(exc)))
 
     def close(self) -> None:
         for lease in list(self.leases.values()):

@@ -9,11 +9,13 @@ that own or borrow them.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import msgpack
+import zmq
 
-from .exceptions import ProtocolError  # noqa: F401 (re-exported for the socket loops)
+from ._config import CONFIG
+from .exceptions import ProtocolError
 
 VERSION = 1
 
@@ -161,3 +163,89 @@ def check_actor(spec: Any) -> list:
             or not resources_ok(spec[A_RES])):
         raise ProtocolError("malformed actor spec")
     return spec
+
+# -- constructors: the only places a spec or a result row is put together ------
+def task_spec(task_id: bytes, owner: bytes, func_id: bytes, args: bytes | list, nret: int,
+              resources: dict, retries: int, retry_exc: Any, name: str, job: list | None,
+              actor_id: bytes | None = None, method: str | None = None) -> list:
+    """A task (or, with actor_id and method, an actor call). T_SLOTS is filled by the
+    owner when top-level ref arguments resolve; T_ASSIGNED on the way to its worker."""
+    return [task_id, owner, func_id, args, None, nret, resources, retries, retry_exc, name,
+            actor_id, method, None, job]
+
+
+def actor_spec(actor_id: bytes, owner: bytes, class_id: bytes, args: bytes | list,
+               resources: dict, max_restarts: int, max_task_retries: int, max_concurrency: int,
+               name: str | None, namespace: str, detached: bool, is_async: bool,
+               class_name: str, get_if_exists: bool, job: list | None) -> list:
+    """An actor's creation: its class, constructor arguments and lifetime options."""
+    return [actor_id, owner, class_id, args, None, resources, max_restarts, max_task_retries,
+            max_concurrency, name, namespace, detached, is_async, class_name, get_if_exists, job]
+
+
+def ok_result(spec: list, blobs: list, contained: list | None) -> list:
+    """The result of a task that returned: one blob per return value, and per return
+    the [object_id, owner] pairs of the refs inside it (None if no return holds any)."""
+    return [spec[T_ID], spec[T_OWNER], OK, blobs, contained]
+
+
+def error_result(spec: list, blob: bytes) -> list:
+    """The result of a task that failed: every one of its returns (at least one, also
+    for num_returns=0, whose owner still waits for the task to end) raises `blob`.
+    Works on a spec that failed check_task too, as long as it names its task and owner."""
+    nret = spec[T_NRET] if type(spec[T_NRET]) is int and spec[T_NRET] > 0 else 1
+    return [spec[T_ID], spec[T_OWNER], ERROR, blob, nret]
+
+
+def error_returns(result: list) -> int:
+    """How many returns an error result fails (stored where an OK result keeps its
+    contained refs)."""
+    n = result[R_CONTAINED]
+    return n if type(n) is int and n > 0 else 1
+
+
+def spend_retry(spec: list) -> bool:
+    """Charge one retry to a task or actor call that may run again (its worker or actor
+    died, or it raised an exception its retry_exceptions names); False when its budget
+    (max_retries / max_task_retries; -1: no limit) is spent. Every process that retries
+    a task calls this, so that no task runs more often than its budget allows."""
+    n = spec[T_RETRIES]
+    if n == 0:
+        return False
+    if n > 0:
+        spec[T_RETRIES] = n - 1
+    return True
+
+
+# -- receiving -----------------------------------------------------------------
+def drain(sock: Any, handle: Callable[..., Any], log: Any, *, routed: bool,
+          limit: int | None = None) -> None:
+    """Receive and handle what is waiting on `sock`, at most `limit` messages (so that one
+    busy peer cannot starve the other sockets of a loop). routed: a ROUTER socket, whose
+    messages are [identity, header] and go to handle(identity, type, fields); else a DEALER
+    (one frame) and handle(type, fields). A malformed message, or one its handler fails on,
+    is dropped and logged: no process dies of what a peer sent."""
+    frames_wanted = 2 if routed else 1
+    for _ in range(limit or CONFIG.drain_limit):
+        if sock.closed:   # a handler closed it (a lease given back)
+            return
+        try:
+            frames = sock.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            return
+        try:
+            if len(frames) != frames_wanted:
+                raise ProtocolError(f"expected {frames_wanted} frames, got {len(frames)}")
+            mtype, fields = decode(frames[-1])
+            if routed:
+                handle(frames[0], mtype, fields)
+            else:
+                handle(mtype, fields)
+        except Exception as exc:  # never die of a message
+            log.warning("dropped a bad message", error=repr(exc)[:300])
+
+
+def expect(mtype: int, allowed: tuple) -> None:
+    """ProtocolError unless a message of type `mtype` is one of `allowed` here."""
+    if mtype not in allowed:
+        raise ProtocolError(f"{NAMES[mtype]} is not expected here")

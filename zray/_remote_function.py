@@ -6,6 +6,7 @@ import inspect
 from typing import Any, Callable
 
 from . import _options
+from . import _protocol as P
 from . import _serialization as S
 from ._ids import object_id
 
@@ -86,8 +87,8 @@ class RemoteFunction:
         oids = [object_id(task_id, i) for i in range(nret)]
         refs = rt.new_refs(oids)
         args_blob, deps, held = rt.serialize_args(args, kwargs, f"remote function {self._name}")
-        spec = [task_id, rt.ident, func_id, args_blob, None, nret, res, retries, retry_exc, name,
-                None, None, None, rt.job]
+        spec = P.task_spec(task_id, rt.ident, func_id, args_blob, nret, res, retries, retry_exc,
+                           name, rt.job)
         rt.submit(spec, deps, held, oids, None)
         if nret == 1:
             return refs[0]

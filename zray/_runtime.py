@@ -202,7 +202,7 @@ class Runtime(Futures):
                         pass
                     self._wake_pending = False
                 if sock in events:
-                    self._recv_all(sock)
+                    P.drain(sock, self._handle, _log, routed=False)
                 if self.life_fd is not None and self.life_fd in events:
                     os._exit(1)  # the node broker died: nobody is left to talk to
                 if len(events) > 1 or sock not in events:
@@ -236,18 +236,6 @@ class Runtime(Futures):
                 self._endpoint.close()
             sock.close()
             ctx.term()
-
-    def _recv_all(self, sock: zmq.Socket) -> None:
-        for _ in range(10_000):
-            try:
-                frame = sock.recv(zmq.NOBLOCK, copy=True)
-            except zmq.Again:
-                return
-            try:
-                mtype, fields = P.decode(frame)
-                self._handle(mtype, fields)
-            except Exception:
-                _log.exception("bad message from the node broker")
 
     def _flush(self, sock: zmq.Socket, use_leases: bool = False) -> None:
         """Send what is queued, batching consecutive messages of one type."""
@@ -436,8 +424,7 @@ class Runtime(Futures):
                 pairs = [tuple(p) for p in contained[i]] if i < len(contained) and contained[i] else None
                 self._resolve(object_id(task_id, i), READY, blob, pairs, owned=True)
         else:
-            n = r[P.R_CONTAINED] or 1  # for errors, the number of returns
-            for i in range(n):
+            for i in range(P.error_returns(r)):
                 self._resolve(object_id(task_id, i), ERROR, r[P.R_PAYLOAD], None)
 
     def _resolve(self, oid: bytes, state: int, data: Any, contained: list | None,

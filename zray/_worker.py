@@ -257,28 +257,20 @@ class Worker:
     def _read_callers(self, sock: Any, calls: deque) -> bool:
         """Move what callers sent into `calls` (cancels applied at once); True if the
         owner released the actor (after the calls before it)."""
-        released = False
-        while True:
-            try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return released
-            try:
-                if len(frames) != 2:
-                    raise P.ProtocolError(f"expected 2 frames, got {len(frames)}")
-                mtype, fields = P.decode(frames[1])
-                if mtype == P.CANCEL:
-                    self.cancelled.add(fields[0])
-                elif mtype == P.RELEASE_ACTOR:
-                    released = True
-                elif mtype in (P.SUBMIT, P.TASKS):
-                    for spec in fields[0]:
-                        P.check_task(spec)[P.T_ASSIGNED] = DIRECT
-                        calls.append(spec)
-                else:
-                    raise P.ProtocolError(f"{P.NAMES[mtype]} is not a call")
-            except Exception as exc:  # never die of a message
-                _log.warning("dropped a bad message from a caller", error=repr(exc)[:300])
+        released = []
+
+        def handle(_sender: bytes, mtype: int, fields: list) -> None:
+            if mtype == P.CANCEL:
+                self.cancelled.add(fields[0])
+            elif mtype == P.RELEASE_ACTOR:
+                released.append(True)
+            else:
+                P.expect(mtype, (P.SUBMIT, P.TASKS))
+                for spec in fields[0]:
+                    P.check_task(spec)[P.T_ASSIGNED] = DIRECT
+                    calls.append(spec)
+        P.drain(sock, handle, _log, routed=True)
+        return bool(released)
 
     def _on_cancel_signal(self, signum, frame) -> None:
         task = self.current_task
@@ -294,9 +286,10 @@ class Worker:
             fn = self.funcs[func_id] = S.loads(blob)
         return fn
 
-    def _args(self, spec: list) -> tuple[list, dict]:
-        args, kwargs = S.loads(spec[P.T_ARGS])
-        slots = spec[P.T_SLOTS]
+    @staticmethod
+    def _args(blob: bytes | list, slots: list | None) -> tuple[list, dict]:
+        """The call's arguments, with each top-level ref's value in its slot."""
+        args, kwargs = S.loads(blob)
         if slots:
             values = [S.loads(blob) for _i, blob in slots]
             args = [values[a.index] if type(a) is _Slot else a for a in args]
@@ -323,7 +316,6 @@ class Worker:
         self._adopt_job(spec[P.T_JOB])
         set_context(ctx)
         self.rt.block_hook = self.on_block
-        retries = spec[P.T_RETRIES]
         retry_exc = spec[P.T_RETRY_EXC]
         try:
             while True:
@@ -331,7 +323,7 @@ class Worker:
                     self.current_task = task_id
                     try:
                         fn = self.function(spec[P.T_FUNC])
-                        args, kwargs = self._args(spec)
+                        args, kwargs = self._args(spec[P.T_ARGS], spec[P.T_SLOTS])
                         result = fn(*args, **kwargs)
                     finally:
                         self.current_task = None
@@ -341,8 +333,7 @@ class Worker:
                     self._send_error(spec, S.dumps_system_error(exc), spec[P.T_NRET])
                     return
                 except Exception as exc:
-                    if retries != 0 and _should_retry(retry_exc, exc):
-                        retries -= 1
+                    if _should_retry(retry_exc, exc) and P.spend_retry(spec):
                         continue
                     self._send_error(spec, S.dumps_error(exc, name, os.getpid()), spec[P.T_NRET])
                     return
@@ -382,11 +373,10 @@ class Worker:
                 return
             blobs.append(blob)
             contained.append(self.rt.hold_pairs(refs) if refs else None)
-        self._emit(spec, [spec[P.T_ID], spec[P.T_OWNER], P.OK, blobs,
-                          contained if any(contained) else None])
+        self._emit(spec, P.ok_result(spec, blobs, contained if any(contained) else None))
 
     def _send_error(self, spec: list, blob: bytes, nret: int) -> None:
-        self._emit(spec, [spec[P.T_ID], spec[P.T_OWNER], P.ERROR, blob, max(nret, 1)])
+        self._emit(spec, P.error_result(spec, blob))
 
     def _emit(self, spec: list, result: list) -> None:
         _flush_output()  # the task's last output line goes out before its result
@@ -410,9 +400,7 @@ class Worker:
         set_context(ctx)
         try:
             cls = self.function(spec[P.A_CLASS])
-            fake = [None] * P.TASK_FIELDS
-            fake[P.T_ARGS], fake[P.T_SLOTS] = spec[P.A_ARGS], spec[P.A_SLOTS]
-            args, kwargs = self._args(fake)
+            args, kwargs = self._args(spec[P.A_ARGS], spec[P.A_SLOTS])
             self.instance = cls(*args, **kwargs)
         except BaseException as exc:
             tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
@@ -448,7 +436,6 @@ class Worker:
         ctx = TaskContext(spec[P.T_ID], name, self.actor_spec[P.A_ID], {}, self.actor_gpus,
                           self.actor_spec[P.A_CLASS_NAME])
         set_context(ctx)
-        retries = spec[P.T_RETRY_EXC] and spec[P.T_RETRIES]
         if spec[P.T_ID] in self.cancelled:
             self.cancelled.discard(spec[P.T_ID])
             self._send_error(spec, S.dumps_system_error(TaskCancelledError(spec[P.T_ID].hex())),
@@ -460,7 +447,7 @@ class Worker:
                 try:
                     self.current_task = spec[P.T_ID]
                     fn, _ = self._call_target(spec)
-                    args, kwargs = self._args(spec)
+                    args, kwargs = self._args(spec[P.T_ARGS], spec[P.T_SLOTS])
                     result = fn(*args, **kwargs)
                     break
                 except _ActorExit:
@@ -470,8 +457,7 @@ class Worker:
                     self._send_error(spec, S.dumps_system_error(exc), spec[P.T_NRET])
                     return False
                 except Exception as exc:
-                    if retries and _should_retry(spec[P.T_RETRY_EXC], exc):
-                        retries -= 1
+                    if _should_retry(spec[P.T_RETRY_EXC], exc) and P.spend_retry(spec):
                         continue
                     self._send_error(spec, S.dumps_error(exc, name, os.getpid()), spec[P.T_NRET])
                     return False
@@ -536,7 +522,7 @@ class Worker:
                                   self.actor_spec[P.A_CLASS_NAME])
                 set_context(ctx)
                 fn, _ = self._call_target(spec)
-                args, kwargs = self._args(spec)
+                args, kwargs = self._args(spec[P.T_ARGS], spec[P.T_SLOTS])
                 result = fn(*args, **kwargs)
                 if inspect.isawaitable(result):
                     result = await result

@@ -123,10 +123,10 @@ class ActorClass:
         if concurrency is None:
             concurrency = 1000 if self._is_async else 1
         args_blob, deps, held = rt.serialize_args(args, kwargs, f"{self._name}.__init__")
-        spec = [actor_id, rt.ident, self._class_id, args_blob, None, res,
-                options.get("max_restarts", 0), options.get("max_task_retries", 0), concurrency,
-                name, namespace, detached, self._is_async, self._name, bool(options.get("get_if_exists")),
-                rt.job]
+        spec = P.actor_spec(actor_id, rt.ident, self._class_id, args_blob, res,
+                            options.get("max_restarts", 0), options.get("max_task_retries", 0),
+                            concurrency, name, namespace, detached, self._is_async, self._name,
+                            bool(options.get("get_if_exists")), rt.job)
         rt.submit(spec, deps, held, [], actor_id, kind=P.CREATE_ACTOR)
         return handle
 
@@ -207,8 +207,8 @@ class ActorMethod:
         if isinstance(retry_exc, (list, tuple)):
             retry_exc = S.dumps(list(retry_exc))[0]
         retries = opts.get("max_task_retries", h._meta.get("max_task_retries", 0))
-        spec = [task_id, rt.ident, b"", args_blob, None, nret, {}, retries, retry_exc,
-                opts.get("name") or self._qualname, h._actor_id, self._name, None, rt.job]
+        spec = P.task_spec(task_id, rt.ident, b"", args_blob, nret, {}, retries, retry_exc,
+                           opts.get("name") or self._qualname, rt.job, h._actor_id, self._name)
         rt.submit(spec, deps, held, oids, h._actor_id)
         if nret == 1:
             return refs[0]

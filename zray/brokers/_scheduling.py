@@ -359,9 +359,7 @@ class LocalScheduler:
             for spec in reversed(list(w.tasks.values())):
                 if self.running.pop(spec[P.T_ID], None) is None:
                     continue
-                if spec[P.T_RETRIES] != 0:
-                    if spec[P.T_RETRIES] > 0:
-                        spec[P.T_RETRIES] -= 1
+                if P.spend_retry(spec):
                     self.queues.setdefault(shape_of(spec[P.T_RES]), deque()).appendleft(spec)
                     self.queued += 1
                 else:
@@ -504,13 +502,11 @@ class LocalScheduler:
         if actor.restarts_left > 0 and not actor.no_restart:
             actor.restarts_left -= 1
             actor.state = AState.RESTARTING
-            retry = [c for c in inflight if c[P.T_RETRIES] != 0]
+            retry = [c for c in inflight if P.spend_retry(c)]
             for c in reversed(retry):
-                if c[P.T_RETRIES] > 0:
-                    c[P.T_RETRIES] -= 1
                 actor.mailbox.appendleft(c)
             for c in inflight:
-                if c[P.T_RETRIES] == 0 and c not in retry:
+                if c not in retry:
                     acts.append((FAIL, c, ACTOR_DIED, f"the actor died ({why}) while running this call"))
             acts.append((ACTOR_STATE, aid, "RESTARTING", {}))
             acts.extend(self._start_actor(actor))

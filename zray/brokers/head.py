@@ -75,7 +75,7 @@ class HeadBroker:
                 if self.parent_fd is not None and self.parent_fd in events:
                     break
                 if self.sock in events:
-                    self._drain()
+                    P.drain(self.sock, self._handle, self.log, routed=True)
                 self._check_nodes()
         finally:
             for node in self.nodes.values():
@@ -84,21 +84,6 @@ class HeadBroker:
             ctx.term()
             if self.cleanup_dir:
                 shutil.rmtree(self.session_dir, ignore_errors=True)
-
-    def _drain(self) -> None:
-        zmq = self.zmq
-        for _ in range(4096):
-            try:
-                frames = self.sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            try:
-                if len(frames) != 2:
-                    raise ProtocolError(f"expected 2 frames, got {len(frames)}")
-                mtype, fields = P.decode(frames[1])
-                self._handle(frames[0], mtype, fields)
-            except Exception as exc:  # never die of a message
-                self.log.warning("dropped a bad message", error=repr(exc)[:300])
 
     def _send(self, ident: bytes, mtype: int, *fields) -> bool:
         try:

@@ -119,34 +119,13 @@ class NodeBroker:
         while self.running:
             events = dict(self.poller.poll(self._timeout_ms()))
             if self.front in events:
-                self._drain(self.front, self._on_client)
+                P.drain(self.front, self._on_client, self.log, routed=True)
             if self.head in events:
-                self._drain(self.head, self._on_head)
+                P.drain(self.head, self._on_head, self.log, routed=False)
             for fd in events:
                 if isinstance(fd, int):
                     self._on_fd(fd)
             self._timers()
-
-    def _drain(self, sock, handler) -> None:
-        zmq = self.zmq
-        for _ in range(4096):
-            try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            try:
-                if handler == self._on_client:
-                    if len(frames) != 2:
-                        raise ProtocolError(f"expected 2 frames from a client, got {len(frames)}")
-                    mtype, fields = P.decode(frames[1])
-                    handler(frames[0], mtype, fields)
-                else:
-                    if len(frames) != 1:
-                        raise ProtocolError(f"expected 1 frame from the head, got {len(frames)}")
-                    mtype, fields = P.decode(frames[0])
-                    handler(mtype, fields)
-            except Exception as exc:  # never die of a message
-                self.log.warning("dropped a bad message", error=repr(exc)[:300])
 
     def _send(self, ident: bytes, mtype: int, *fields) -> bool:
         try:
@@ -531,16 +510,14 @@ class NodeBroker:
         elif kind == S.ACTOR_DIED:
             blob = self._actor_fail_blob.get(spec[P.T_ACTOR])
             if blob is not None:
-                self._send(spec[P.T_OWNER], P.RESULTS,
-                           [[spec[P.T_ID], spec[P.T_OWNER], P.ERROR, blob, spec[P.T_NRET]]])
+                self._send(spec[P.T_OWNER], P.RESULTS, [P.error_result(spec, blob)])
                 return
             err = ActorDiedError(f"The actor {spec[P.T_ACTOR].hex()} is dead ({why}); "
                                  f"the call {name} cannot run.", spec[P.T_ACTOR].hex())
         else:
             err = WorkerCrashedError(f"The worker running task {name} died unexpectedly ({why}) "
                                      "and it has no retries left (max_retries).")
-        self._send(spec[P.T_OWNER], P.RESULTS,
-                   [[spec[P.T_ID], spec[P.T_OWNER], P.ERROR, pickle.dumps(err), spec[P.T_NRET]]])
+        self._send(spec[P.T_OWNER], P.RESULTS, [P.error_result(spec, pickle.dumps(err))])
 
     def _reject_task(self, spec) -> None:
         """A malformed task spec: its owner gets an error if the spec says which task
@@ -550,9 +527,7 @@ class NodeBroker:
                 and type(spec[P.T_OWNER]) is bytes):
             err = RaySystemError(f"The node broker dropped task {spec[P.T_NAME]!r}: its spec is "
                                  "malformed (a bug in zray, or a client of another version).")
-            nret = spec[P.T_NRET] if type(spec[P.T_NRET]) is int and spec[P.T_NRET] > 0 else 1
-            self._send(spec[P.T_OWNER], P.RESULTS,
-                       [[spec[P.T_ID], spec[P.T_OWNER], P.ERROR, pickle.dumps(err), nret]])
+            self._send(spec[P.T_OWNER], P.RESULTS, [P.error_result(spec, pickle.dumps(err))])
 
     # -- shutdown ------------------------------------------------------------------
     def _shutdown(self) -> None:
