@@ -9,8 +9,8 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["microbenchmark"]:  # its own parser takes every other argument
-        from . import _microbenchmark
-        return _microbenchmark.main(argv[1:]) or 0
+        from ._bench.main import main as microbenchmark
+        return microbenchmark(argv[1:]) or 0
     ap = argparse.ArgumentParser(prog="zray", description="zray: Ray Core's API on ZeroMQ brokers")
     sub = ap.add_subparsers(dest="command", required=True)
     mb = sub.add_parser("microbenchmark", help="run the microbenchmarks (Ray's metric names)",
