@@ -21,7 +21,7 @@ def ping():
 
 def leased() -> list:
     """The leases this driver holds now (read on the I/O thread's own structures)."""
-    return [lease for lease in _runtime.current()._leases.leases.values() if lease.sock is not None]
+    return [lease for lease in _runtime.current().lanes.leases.values() if lease.open]
 
 
 def hold_lease(fn=ping, deadline_s: float = 10.0):
@@ -36,7 +36,7 @@ def test_sync_loop_gets_a_lease_and_uses_it(cluster):
     hold_lease()
     lease = leased()[0]
     pids = {zray.get(ping.remote(), timeout=T) for _ in range(20)}
-    assert lease.sock is not None and lease.task is None
+    assert lease.open and lease.task is None
     assert len(pids) == 1, "sync tasks on a lease all run on the leased worker"
 
 

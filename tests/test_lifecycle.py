@@ -70,7 +70,7 @@ def test_shutdown_leaves_nothing_and_is_idempotent():
     session = ctx["session_dir"]
     ref = plus_one.remote(1)
     assert zray.get(ref) == 2
-    brokers = set(zray._api._cluster.pids)
+    brokers = set(zray._init._cluster.pids)
     zray.shutdown()
     assert not zray.is_initialized()
     # shutdown() waits for the brokers and removes the session dir before it returns.
@@ -108,7 +108,7 @@ def test_a_ref_dropped_after_shutdown_writes_to_no_reused_fd():
     had reused, and libzmq aborted the kernel (mailbox.cpp:72)."""
     zray.init(num_cpus=1)
     ref = zray.put(1)
-    wake_fd = zray._runtime._current._wake_fd
+    wake_fd = zray._runtime.current().t._wake_fd
     zray.shutdown()
     fds = []
     try:

@@ -113,6 +113,6 @@ def test_recently_read_objects_stay_in_memory(small_store):
     assert names, "50 MB in a 40 MB store must spill"
     first = zray.get(refs[0])   # readable wherever it is
     assert first[0] == 0.0
-    seg = lambda ref: _runtime.current().table.entries[ref._id].data[1]  # noqa: E731
+    seg = lambda ref: _runtime.current().owner.table.entries[ref._id].data[1]  # noqa: E731
     assert seg(refs[0]) not in names, "the recently read object was spilled before older ones"
     assert seg(refs[1]) in names

@@ -1,7 +1,6 @@
-"""What is running in this thread or coroutine: the task, the actor, its resources.
-
-A ContextVar, so that the concurrent calls of a threaded or async actor each see
-their own task.
+"""What is running here: this process's runtime, and in this thread or coroutine the
+task or actor and its resources (a ContextVar, so that the concurrent calls of a
+threaded or async actor each see their own task). A leaf module: imports nothing of zray.
 """
 from __future__ import annotations
 
@@ -34,3 +33,19 @@ def set_context(ctx: TaskContext | None) -> None:
 
 def current_context() -> TaskContext | None:
     return _var.get() or _actor[0]
+
+
+class ActorExit(BaseException):
+    """Raised by exit_actor(); ends the actor after the current call."""
+
+
+_runtime: list = [None]   # this process's runtime, once init() or the worker made it
+
+
+def runtime() -> Any:
+    """This process's runtime, or None."""
+    return _runtime[0]
+
+
+def set_runtime(rt: Any) -> None:
+    _runtime[0] = rt

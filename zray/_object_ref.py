@@ -10,7 +10,8 @@ import asyncio
 import concurrent.futures
 from typing import Any
 
-from . import _serialization
+from . import _context, _serialization
+from .exceptions import RaySystemError
 
 
 class ObjectRef:
@@ -23,11 +24,12 @@ class ObjectRef:
     """
     __slots__ = ("_id", "_owner", "_rt", "__weakref__")
 
-    def __init__(self, object_id: bytes, owner: bytes, runtime: Any) -> None:
-        # The caller has counted this ref in runtime.table already.
+    def __init__(self, object_id: bytes, owner: bytes, objects: Any) -> None:
+        # The caller has counted this ref in its process's object table already;
+        # `objects` is that process's runtime.owner.
         self._id = object_id
         self._owner = owner
-        self._rt = runtime
+        self._rt = objects
 
     def __del__(self) -> None:
         try:
@@ -71,5 +73,8 @@ class ObjectRef:
 
 
 def _rebuild_ref(object_id: bytes, owner: bytes) -> ObjectRef:
-    from . import _runtime
-    return _runtime.current().adopt_ref(object_id, owner)
+    rt = _context.runtime()
+    if rt is None:
+        raise RaySystemError("an ObjectRef can only be unpickled in a process connected to "
+                             "zray (call zray.init() first)")
+    return rt.owner.adopt_ref(object_id, owner)

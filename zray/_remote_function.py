@@ -9,6 +9,7 @@ from . import _options
 from . import _protocol as P
 from . import _serialization as S
 from ._ids import object_id
+from ._init import runtime_or_init
 
 
 class RemoteFunction:
@@ -73,23 +74,22 @@ class RemoteFunction:
         return self._func_id, self._blob
 
     def _remote(self, args: tuple, kwargs: dict, prepared: tuple) -> Any:
-        from ._api import _runtime_or_init
-        rt = _runtime_or_init()
+        rt = runtime_or_init()
         if self._signature is not None:
             try:
                 self._signature.bind(*args, **kwargs)
             except TypeError as exc:
                 raise TypeError(f"wrong arguments for remote function {self._name}: {exc}") from None
         func_id, blob = self._ensure_pickled()
-        rt.ensure_function(func_id, blob)
+        rt.submitter.ensure_function(func_id, blob)
         res, nret, retries, retry_exc, name = prepared
         task_id = rt.ids.task_id()
         oids = [object_id(task_id, i) for i in range(nret)]
-        refs = rt.new_refs(oids)
-        args_blob, deps, held = rt.serialize_args(args, kwargs, f"remote function {self._name}")
+        refs = rt.owner.new_refs(oids)
+        args_blob, deps, held = rt.submitter.serialize_args(args, kwargs, f"remote function {self._name}")
         spec = P.task_spec(task_id, rt.ident, func_id, args_blob, nret, res, retries, retry_exc,
                            name, rt.job)
-        rt.submit(spec, deps, held, oids, None)
+        rt.submitter.submit(spec, deps, held, oids)
         if nret == 1:
             return refs[0]
         return None if nret == 0 else refs

@@ -82,5 +82,5 @@ class RuntimeContext:
 
 def get_runtime_context() -> RuntimeContext:
     """The RuntimeContext of the caller (driver, task or actor)."""
-    from ._api import _runtime_or_init
-    return RuntimeContext(_runtime_or_init())
+    from ._init import runtime_or_init
+    return RuntimeContext(runtime_or_init())

@@ -13,8 +13,9 @@ from . import _options
 from . import _protocol as P
 from . import _serialization as S
 from ._ids import object_id
+from ._context import ActorExit, current_context
+from ._init import runtime_or_init
 from ._object_ref import ObjectRef
-from ._worker import exit_actor
 
 __all__ = ["ActorClass", "ActorHandle", "ActorMethod", "exit_actor", "method"]
 
@@ -85,8 +86,7 @@ class ActorClass:
         return self._remote(args, kwargs, self._options)
 
     def _remote(self, args: tuple, kwargs: dict, options: dict) -> "ActorHandle":
-        from ._api import _runtime_or_init
-        rt = _runtime_or_init()
+        rt = runtime_or_init()
         if self._init_sig is not None:
             try:
                 self._init_sig.bind(None, *args, **kwargs)
@@ -97,7 +97,7 @@ class ActorClass:
                 self._class_id, self._blob = S.dumps_function(self._cls)
             except Exception as exc:
                 raise TypeError(S.describe_pickling_error(f"the actor class {self._name}", self._cls, exc)) from exc
-        rt.ensure_function(self._class_id, self._blob)
+        rt.submitter.ensure_function(self._class_id, self._blob)
         task_id = rt.ids.task_id()
         actor_id = object_id(task_id, 0xFFFFFFFF)
         name = options.get("name")
@@ -105,16 +105,13 @@ class ActorClass:
         detached = options.get("lifetime") == "detached"
         meta = {"class_name": self._name, "methods": self._methods, "is_async": self._is_async,
                 "max_task_retries": options.get("max_task_retries", 0)}
-        token = rt.new_refs([actor_id])[0]
-        entry = rt.table.entries[actor_id]
-        entry.actor = not detached
-        entry.state, entry.data = 1, None
+        token = rt.owner.new_actor_token(actor_id, not detached)
         handle = ActorHandle(actor_id, token, meta)
         if name:
             created, existing = rt.head_call("register_actor", [
                 actor_id, name, namespace, S.dumps(handle)[0], bool(options.get("get_if_exists"))])
             if not created:
-                entry.actor = False  # not ours: dropping it must not end the existing actor
+                rt.owner.disown_actor_token(actor_id)
                 return S.loads(existing)
         res = _options.resources_of(options, 0)
         if options.get("num_cpus") is None:
@@ -122,12 +119,12 @@ class ActorClass:
         concurrency = options.get("max_concurrency")
         if concurrency is None:
             concurrency = 1000 if self._is_async else 1
-        args_blob, deps, held = rt.serialize_args(args, kwargs, f"{self._name}.__init__")
+        args_blob, deps, held = rt.submitter.serialize_args(args, kwargs, f"{self._name}.__init__")
         spec = P.actor_spec(actor_id, rt.ident, self._class_id, args_blob, res,
                             options.get("max_restarts", 0), options.get("max_task_retries", 0),
                             concurrency, name, namespace, detached, self._is_async, self._name,
                             bool(options.get("get_if_exists")), rt.job)
-        rt.submit(spec, deps, held, [], actor_id, kind=P.CREATE_ACTOR)
+        rt.submitter.create_actor(spec, deps, held)
         return handle
 
 
@@ -194,22 +191,29 @@ class ActorMethod:
         return ActorMethod(self._handle, self._name, {**self._options, **options})
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
-        from ._api import _runtime_or_init
-        rt = _runtime_or_init()
+        rt = runtime_or_init()
         h = self._handle
         opts = self._options
         nret = opts.get("num_returns", 1)
         task_id = rt.ids.task_id()
         oids = [object_id(task_id, i) for i in range(nret)]
-        refs = rt.new_refs(oids)
-        args_blob, deps, held = rt.serialize_args(args, kwargs, self._qualname)
+        refs = rt.owner.new_refs(oids)
+        args_blob, deps, held = rt.submitter.serialize_args(args, kwargs, self._qualname)
         retry_exc = opts.get("retry_exceptions", False)
         if isinstance(retry_exc, (list, tuple)):
             retry_exc = S.dumps(list(retry_exc))[0]
         retries = opts.get("max_task_retries", h._meta.get("max_task_retries", 0))
         spec = P.task_spec(task_id, rt.ident, b"", args_blob, nret, {}, retries, retry_exc,
                            opts.get("name") or self._qualname, rt.job, h._actor_id, self._name)
-        rt.submit(spec, deps, held, oids, h._actor_id)
+        rt.submitter.submit(spec, deps, held, oids)
         if nret == 1:
             return refs[0]
         return None if nret == 0 else refs
+
+
+def exit_actor() -> None:
+    """End the current actor after this call (from inside an actor method)."""
+    ctx = current_context()
+    if ctx is None or ctx.actor_id is None:
+        raise TypeError("exit_actor() may only be called inside an actor method")
+    raise ActorExit()

@@ -109,7 +109,7 @@ def _serve(cmd_r: int, rep_w: int, worker_main: Callable, keep_fds: list[int]) -
     try:  # warm the imports every worker needs, once, here
         import cloudpickle  # noqa: F401
 
-        from .. import _worker  # noqa: F401
+        from .._runtime import worker  # noqa: F401
     except Exception:
         pass
     buf = b""

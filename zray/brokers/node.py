@@ -34,8 +34,8 @@ from . import _zygote
 
 def _worker_entry(address: str, life_fd: int):
     def run(wid: bytes, actor_id: bytes | None, gpus: list) -> None:
-        from .. import _worker
-        _worker.main(address, wid, actor_id, gpus, life_fd)
+        from .._runtime import worker
+        worker.main(address, wid, actor_id, gpus, life_fd)
     return run
 
 

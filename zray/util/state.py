@@ -5,8 +5,8 @@ from typing import Any
 
 
 def _rows() -> tuple[list[dict], dict]:
-    from .._api import _runtime_or_init
-    reply = _runtime_or_init().head_call("node.list_objects", [], timeout=10)
+    from .._init import runtime_or_init
+    reply = runtime_or_init().head_call("node.list_objects", [], timeout=10)
     rows = []
     for (oid, owned, owner, status, size, segment, refs, borrowers, contained, kind, pid,
          location) in reply["rows"]:

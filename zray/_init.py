@@ -1,0 +1,203 @@
+"""init() and shutdown(): start or join a cluster and connect this process to it, and the
+runtime every other call uses (started on first use, as Ray does)."""
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+from typing import Any
+
+from . import _context, _runtime
+from ._cluster import LocalCluster
+from ._config import CONFIG
+from .exceptions import RaySystemError
+
+_lock = threading.RLock()
+_cluster: LocalCluster | None = None
+_IGNORED_INIT_KWARGS = {
+    "include_dashboard", "dashboard_host", "dashboard_port", "logging_level", "logging_format",
+    "configure_logging", "log_to_driver_level", "_system_config", "_temp_dir", "runtime_env",
+    "local_mode", "_memory", "storage", "job_config", "_node_ip_address",
+    "_plasma_directory", "labels", "enable_resource_isolation", "_enable_object_reconstruction",
+    "_redis_password", "logging_config", "_metrics_export_port", "_tracing_startup_hook",
+}
+
+
+class InitContext(dict):
+    """What init() returns: a dict with the cluster's addresses (Ray's RayContext-like)."""
+
+    @property
+    def address_info(self) -> dict:
+        return dict(self)
+
+    def disconnect(self) -> None:
+        shutdown()
+
+    def __enter__(self) -> "InitContext":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        shutdown()
+
+
+def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: int | None = None,
+         resources: dict | None = None, namespace: str | None = None,
+         ignore_reinit_error: bool = False, log_to_driver: bool = True,
+         object_store_memory: int | None = None, **kwargs: Any) -> InitContext:
+    """Start the embedded local cluster (head broker, node broker, `num_cpus` workers)
+    and connect this process to it. Returns once the cluster can take work.
+
+    >>> zray.init(num_cpus=2)
+    """
+    global _cluster
+    unknown = set(kwargs) - _IGNORED_INIT_KWARGS
+    if unknown:
+        raise TypeError(f"init() got unexpected keyword argument(s): {', '.join(sorted(unknown))}")
+    with _lock:
+        if _context.runtime() is not None:
+            if ignore_reinit_error:
+                return _context_of(_context.runtime())
+            raise RuntimeError("Maybe you called zray.init twice by accident? This error can be "
+                               "suppressed by passing in 'ignore_reinit_error=True' or by calling "
+                               "'zray.shutdown()' prior to 'zray.init()'.")
+        if address is None:
+            address = os.environ.get("ZRAY_ADDRESS") or None
+        if address not in (None, "local"):
+            if num_cpus is not None or num_gpus is not None or resources is not None:
+                raise ValueError("When connecting to an existing cluster, num_cpus, num_gpus and "
+                                 "resources must not be given (the cluster has its own).")
+            return _connect(_find_cluster(address), namespace, log_to_driver)
+        for key, value in (("num_cpus", num_cpus), ("num_gpus", num_gpus)):
+            if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0):
+                raise ValueError(f"{key} must be a non-negative number, got {value!r}")
+        if resources is not None and not isinstance(resources, dict):
+            raise TypeError(f"resources must be a dict, got {type(resources).__name__}")
+        total = {"CPU": float(os.cpu_count() or 1 if num_cpus is None else num_cpus)}
+        if num_gpus:
+            total["GPU"] = float(num_gpus)
+        for k, v in (resources or {}).items():
+            if k in ("CPU", "GPU"):
+                raise ValueError(f"use num_cpus/num_gpus instead of resources={{{k!r}: ...}}")
+            total[k] = float(v)
+        total["node:127.0.0.1"] = 1.0            # as Ray: a resource naming the node
+        total["node:__internal_head__"] = 1.0
+        total["memory"] = float(_memory_bytes())
+        total["object_store_memory"] = float(_store_memory(object_store_memory))
+        pool = max(1, int(total["CPU"]))
+        cluster = LocalCluster(total, pool)
+        cluster.start()
+        rt = _runtime.Runtime(cluster.node_address, "driver", os.urandom(4),
+                              {"log_to_driver": bool(log_to_driver), "namespace": namespace or ""})
+        try:
+            rt.start(CONFIG.start_timeout_s)
+        except BaseException:
+            cluster.stop()
+            raise
+        rt.namespace = namespace or _anonymous_namespace()
+        rt.job = [rt.job_id, rt.namespace]
+        _cluster = cluster
+        _runtime.set_current(rt)
+        return _context_of(rt)
+
+
+def _find_cluster(address: str) -> str:
+    """The node socket of a running cluster on this machine: address "auto" (the
+    newest), a session directory, or an ipc:// address."""
+    if address.startswith("ipc://"):
+        return address
+    if address == "auto":
+        import glob
+        import tempfile
+        socks = glob.glob(os.path.join(tempfile.gettempdir(), "zray-*", "node.sock"))
+        if not socks:
+            raise ConnectionError("address='auto': no zray cluster is running on this machine "
+                                  f"(no {tempfile.gettempdir()}/zray-*/node.sock); start one "
+                                  "with zray.init() in another process")
+        return "ipc://" + max(socks, key=os.path.getmtime)
+    if os.path.isdir(address):
+        return "ipc://" + os.path.join(address, "node.sock")
+    raise ValueError(f"address={address!r}: expected 'auto', a zray session directory or an "
+                     "ipc:// address (clusters over tcp are not implemented yet)")
+
+
+def _connect(node_address: str, namespace: str | None, log_to_driver: bool) -> InitContext:
+    """Join a running cluster as one more driver (shutdown() then only disconnects)."""
+    rt = _runtime.Runtime(node_address, "driver", os.urandom(4),
+                          {"log_to_driver": bool(log_to_driver), "namespace": namespace or ""})
+    try:
+        rt.start(CONFIG.start_timeout_s)
+    except RaySystemError as exc:
+        raise ConnectionError(f"could not connect to the zray cluster at {node_address}: {exc}") from None
+    rt.namespace = namespace or _anonymous_namespace()
+    rt.job = [rt.job_id, rt.namespace]
+    _runtime.set_current(rt)
+    return _context_of(rt)
+
+
+def _store_memory(requested: Any) -> int:
+    """object_store_memory: as asked, else 30% of RAM bounded by /dev/shm's free space."""
+    if requested is not None:
+        if not isinstance(requested, (int, float)) or isinstance(requested, bool) or requested <= 0:
+            raise ValueError(f"object_store_memory must be a positive number of bytes, got {requested!r}")
+        return int(requested)
+    share = int(_memory_bytes() * 0.3)
+    try:
+        st = os.statvfs("/dev/shm")
+        shm_free = int(st.f_bavail * st.f_frsize * 0.9)
+    except OSError:
+        shm_free = share
+    if shm_free < share:
+        from ._log import get_logger
+        get_logger("init").warning(
+            f"/dev/shm has only {shm_free / 2**30:.1f} GiB free (containers often give 64 MiB); "
+            f"the object store is limited to that and spills to disk beyond it. Give the "
+            "container a larger /dev/shm (docker run --shm-size=...) for speed.")
+    return max(min(share, shm_free), 64 << 20)
+
+
+def _anonymous_namespace() -> str:
+    return "anonymous-" + os.urandom(4).hex()
+
+
+def _memory_bytes() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return 8 << 30
+
+
+def _context_of(rt: _runtime.Runtime) -> InitContext:
+    return InitContext(address=rt.address, node_id=rt.node_id.hex(),
+                       session_dir=rt.node_info.get("session_dir"))
+
+
+def shutdown() -> None:
+    """Stop the embedded cluster and disconnect. Idempotent; also runs at exit."""
+    global _cluster
+    with _lock:
+        rt = _context.runtime()
+        if rt is not None and rt.kind != "driver":
+            return
+        _runtime.set_current(None)
+        if rt is not None:
+            rt.stop()
+        if _cluster is not None:
+            _cluster.stop()
+            _cluster = None
+
+
+atexit.register(shutdown)
+
+
+def is_initialized() -> bool:
+    """True if this process is connected to a cluster."""
+    return _context.runtime() is not None
+
+
+def runtime_or_init() -> _runtime.Runtime:
+    """This process's runtime; the first API call of a driver starts a local cluster."""
+    rt = _context.runtime()
+    if rt is None:
+        init()
+        rt = _context.runtime()
+    return rt

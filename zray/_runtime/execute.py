@@ -1,0 +1,144 @@
+"""Running one task or actor call in a worker: its function, its arguments with the
+resolved refs in their slots, retries on the exceptions it names, and the result row
+its owner gets (return values pickled, or the error with the remote traceback).
+"""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, Callable
+
+from .. import _protocol as P
+from .. import _serialization as S
+from .._context import ActorExit
+from ..exceptions import ObjectStoreFullError, TaskCancelledError
+from .runtime import Runtime
+from .submit import fill_slots
+
+__all__ = ["Executor", "ActorExit", "STOP", "adopt_job", "flush_output"]
+
+STOP = object()   # the inbox item that ends a worker's main loop
+
+
+class Executor:
+    """The functions a worker was sent, and how it runs them. emit(spec, row) sends a
+    finished task's result row on its way (the worker decides which way)."""
+
+    def __init__(self, rt: Runtime, emit: Callable[[list, list], None]) -> None:
+        self.rt = rt
+        self.emit = emit
+        self.blobs: dict[bytes, bytes] = {}
+        self.funcs: dict[bytes, Any] = {}
+        self.cancelled: set[bytes] = set()
+        self.current_task: bytes | None = None
+
+    def function(self, func_id: bytes) -> Any:
+        fn = self.funcs.get(func_id)
+        if fn is None:
+            blob = self.blobs.pop(func_id, None)
+            if blob is None:
+                raise RuntimeError(f"function {func_id.hex()} was never sent to this worker")
+            fn = self.funcs[func_id] = S.loads(blob)
+        return fn
+
+    def run(self, spec: list, target: Callable[[], Any]) -> None:
+        """Run target()(*args) for `spec` and emit its result. ActorExit (exit_actor())
+        propagates to the actor host."""
+        task_id = spec[P.T_ID]
+        if task_id in self.cancelled:
+            self.cancelled.discard(task_id)
+            self.fail(spec, TaskCancelledError(task_id.hex()))
+            return
+        while True:
+            try:
+                try:
+                    self.current_task = task_id
+                    result = self._call(spec, target)
+                finally:
+                    # Cleared before the handlers run: a cancel arriving now must not
+                    # interrupt the error's reporting.
+                    self.current_task = None
+                break
+            except TaskCancelledError as exc:
+                self.cancelled.discard(task_id)
+                self.fail(spec, exc)
+                return
+            except Exception as exc:
+                if should_retry(spec[P.T_RETRY_EXC], exc) and P.spend_retry(spec):
+                    continue
+                self.emit(spec, P.error_result(spec, S.dumps_error(exc, spec[P.T_NAME], os.getpid())))
+                return
+        self.emit(spec, self.pack(spec, result))
+
+    @staticmethod
+    def _call(spec: list, target: Callable[[], Any]) -> Any:
+        fn = target()
+        args, kwargs = fill_slots(spec[P.T_ARGS], spec[P.T_SLOTS])
+        return fn(*args, **kwargs)
+
+    def fail(self, spec: list, exc: BaseException) -> None:
+        """Emit an error of zray's own (cancelled, actor exited) for `spec`."""
+        self.emit(spec, P.error_result(spec, S.dumps_system_error(exc)))
+
+    def pack(self, spec: list, result: Any) -> list:
+        """The result row of a task that returned `result`: each return value pickled
+        (and the refs inside it held for the owner), or the error that prevented it."""
+        nret, name = spec[P.T_NRET], spec[P.T_NAME]
+        values = _returns(result, nret, name)
+        if isinstance(values, BaseException):
+            return P.error_result(spec, S.dumps_error(values, name, os.getpid()))
+        blobs, contained = [], []
+        for v in values:
+            try:
+                blob, refs = S.dumps(v)
+            except ObjectStoreFullError as exc:
+                return P.error_result(spec, S.dumps_error(exc, name, os.getpid()))
+            except Exception as exc:
+                err = TypeError(S.describe_pickling_error(f"the return value of {name}", v, exc))
+                return P.error_result(spec, S.dumps_error(err, name, os.getpid()))
+            blobs.append(blob)
+            contained.append(self.rt.owner.hold_pairs(refs) if refs else None)
+        return P.ok_result(spec, blobs, contained if any(contained) else None)
+
+
+def _returns(result: Any, nret: int, name: str) -> list | BaseException:
+    """The return values of a task, as num_returns says; a ValueError if they do not
+    match it."""
+    if nret == 1:
+        return [result]
+    if nret == 0:
+        return []
+    try:
+        values = list(result)
+    except TypeError:
+        values = None
+    if values is None or len(values) != nret:
+        got = "a non-sequence" if values is None else f"{len(values)} values"
+        return ValueError(f"Task {name} returned {got}, but num_returns={nret}.")
+    return values
+
+
+def should_retry(retry_exc: Any, exc: BaseException) -> bool:
+    """True if the task's retry_exceptions (True, or a pickled list of types) covers `exc`."""
+    if not retry_exc:
+        return False
+    if retry_exc is True:
+        return True
+    if isinstance(retry_exc, bytes):
+        return isinstance(exc, tuple(S.loads(retry_exc)))
+    return False
+
+
+def flush_output() -> None:
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except Exception:
+        pass
+
+
+def adopt_job(rt: Runtime, job: list | None) -> None:
+    """Run as part of the job (and namespace) of the driver that caused this work."""
+    if job and job is not rt.job:
+        rt.job_id, rt.namespace = job[0], job[1]
+        rt.job = job

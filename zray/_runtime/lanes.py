@@ -1,0 +1,365 @@
+"""Which lane each outgoing task or actor call takes, decided apart from any socket:
+through the node broker, on a worker the node leased to this process, or straight
+to an actor's own socket. Pure state: events in, actions out (see ACTIONS).
+
+    actor call -> DIRECT to the actor's address once the node told it (LOOKUP), queued
+                  while it resolves or restarts, failed once it is dead
+    task       -> LEASE: one at a time on a leased worker of its resource shape, while
+                  no other task of that shape is in flight through the node;
+                  NODE otherwise (a burst: the node pipelines it over every worker)
+
+Retries after a lost worker or a restarting actor are charged with P.spend_retry.
+"""
+from __future__ import annotations
+
+import pickle
+from collections import deque
+
+from .. import _protocol as P
+from ..exceptions import (
+    ActorDiedError,
+    ActorUnavailableError,
+    TaskCancelledError,
+    WorkerCrashedError,
+)
+
+# ACTIONS (tuples), carried out by the runtime's I/O thread (peers.py):
+NODE = "node"      # (NODE, mtype, fields)             a message for the node broker
+OPEN = "open"      # (OPEN, peer, address)             connect a socket to a peer
+CLOSE = "close"    # (CLOSE, peer)                      close it
+SEND = "send"      # (SEND, peer, mtype, fields)        a message on that socket
+TASK = "task"      # (TASK, peer, spec, with_function)  a task for a leased worker (its
+                   #                                    function's blob goes along once)
+FAIL = "fail"      # (FAIL, spec, error blob)           the task fails here, now
+# A peer is ("actor", actor_id) or ("lease", worker_id).
+
+RESOLVING, ALIVE, RESTARTING, DEAD, KILLED = "RESOLVING", "ALIVE", "RESTARTING", "DEAD", "KILLED"
+
+
+class ActorLane:
+    """This process's view of one actor it calls."""
+    __slots__ = ("state", "address", "queue", "inflight", "batch", "error", "release", "stale")
+
+    def __init__(self) -> None:
+        self.state = RESOLVING
+        self.address = ""
+        self.queue: deque = deque()            # calls waiting for an address
+        self.inflight: dict[bytes, list] = {}  # task_id -> spec: sent, no result yet
+        self.batch: list = []                  # calls to send at the next flush
+        self.error: bytes | None = None
+        self.release = False                   # the last handle is gone: end it after the queue
+        self.stale = ""                        # the address of an instance killed from here
+
+
+class Lease:
+    """A worker the node lent this process for tasks of one resource shape."""
+    __slots__ = ("key", "wid", "open", "task", "last_used", "refused_at", "funcs")
+
+    def __init__(self, key: tuple) -> None:
+        self.key = key
+        self.wid: bytes | None = None     # None while requested or refused
+        self.open = False                 # a socket to the worker is connected
+        self.task: list | None = None     # the task sent on it, no result yet
+        self.last_used = 0.0
+        self.refused_at: float | None = None
+        self.funcs: set[bytes] = set()    # function ids this worker was sent here
+
+
+def shape_key(res: dict) -> tuple:
+    return tuple(sorted(res.items()))
+
+
+class Lanes:
+    def __init__(self, linger_s: float) -> None:
+        self.linger = linger_s
+        self.actors: dict[bytes, ActorLane] = {}
+        self.leases: dict[tuple, Lease] = {}
+        self.lease_of: dict[bytes, Lease] = {}      # worker_id -> its lease
+        self.node_inflight: dict[tuple, int] = {}   # tasks of a shape sent via the node
+        self.task_key: dict[bytes, tuple] = {}      # node-path task -> its shape
+        self.cancelled: set[bytes] = set()
+
+    # -- actor calls -------------------------------------------------------------
+    def _actor(self, aid: bytes, acts: list) -> ActorLane:
+        a = self.actors.get(aid)
+        if a is None:
+            a = self.actors[aid] = ActorLane()
+            acts.append((NODE, P.LOOKUP, (aid,)))
+        return a
+
+    def call(self, spec: list) -> list:
+        """One call to send (at the next flush, so that calls batch)."""
+        acts: list = []
+        a = self._actor(spec[P.T_ACTOR], acts)
+        if a.state == ALIVE:
+            a.batch.append(spec)
+        elif a.state in (DEAD, KILLED):
+            acts.append((FAIL, spec, a.error))
+        else:
+            a.queue.append(spec)
+        return acts
+
+    def flush(self) -> list:
+        """SEND the calls batched since the last flush, one message per actor."""
+        acts = []
+        for aid, a in self.actors.items():
+            if a.batch:
+                acts.extend(self._send_calls(aid, a, a.batch))
+                a.batch = []
+        return acts
+
+    @staticmethod
+    def _send_calls(aid: bytes, a: ActorLane, specs: list) -> list:
+        for spec in specs:
+            a.inflight[spec[P.T_ID]] = spec
+        return [(SEND, ("actor", aid), P.SUBMIT, (specs,))]
+
+    def actor_address(self, aid: bytes, state: str, address: str, error: bytes | None) -> list:
+        """The node says where the actor takes calls (ALIVE), or that it is RESTARTING
+        or DEAD (with the error its calls fail with)."""
+        a = self.actors.get(aid)
+        if a is None:
+            a = self.actors[aid] = ActorLane()
+        if state == ALIVE:
+            return self._alive(aid, a, address)
+        if state == RESTARTING:
+            return self._restarting(aid, a)
+        return self._dead(aid, a, error)
+
+    def _alive(self, aid: bytes, a: ActorLane, address: str) -> list:
+        if a.state == KILLED or (a.stale and address == a.stale):
+            return []   # news of the instance this process just killed
+        acts: list = []
+        peer = ("actor", aid)
+        if a.state != ALIVE or a.address != address:
+            if a.address:
+                acts.append((CLOSE, peer))
+            acts.append((OPEN, peer, address))
+            a.address = address
+        a.state = ALIVE
+        if a.queue:
+            specs = list(a.queue)
+            a.queue.clear()
+            acts.extend(self._send_calls(aid, a, specs))
+        if a.release:
+            acts.append((SEND, peer, P.RELEASE_ACTOR, (aid, True)))
+        return acts
+
+    def _restarting(self, aid: bytes, a: ActorLane) -> list:
+        """Calls in flight on the old instance: retried on the new one, in their order
+        ahead of the calls made since, or failed when their budget is spent."""
+        acts = self._close(aid, a)
+        a.state = RESTARTING
+        retry = []
+        for spec in a.inflight.values():
+            if P.spend_retry(spec):
+                retry.append(spec)
+            else:
+                acts.append((FAIL, spec, pickle.dumps(ActorUnavailableError(
+                    f"The actor {aid.hex()} died while running {spec[P.T_NAME]} and is "
+                    "restarting; the call was not retried (max_task_retries=0).", aid.hex()))))
+        a.inflight.clear()
+        a.queue.extendleft(reversed(a.batch))
+        a.batch = []
+        a.queue.extendleft(reversed(retry))
+        return acts
+
+    def _dead(self, aid: bytes, a: ActorLane, error: bytes | None) -> list:
+        acts = self._close(aid, a)
+        a.state, a.error = DEAD, error
+        for spec in [*a.inflight.values(), *a.batch, *a.queue]:
+            acts.append((FAIL, spec, error))
+        a.inflight.clear()
+        a.queue.clear()
+        a.batch = []
+        return acts
+
+    @staticmethod
+    def _close(aid: bytes, a: ActorLane) -> list:
+        if not a.address:
+            return []
+        a.address = ""
+        return [(CLOSE, ("actor", aid))]
+
+    def call_result(self, aid: bytes, task_id: bytes) -> None:
+        a = self.actors.get(aid)
+        if a is not None:
+            a.inflight.pop(task_id, None)
+
+    def killed(self, aid: bytes, no_restart: bool) -> list:
+        """This process killed the actor: calls made from now on must not reach the old
+        instance (they fail, or wait for the restart). Calls already sent fail or are
+        retried when the node reports the death."""
+        acts: list = []
+        a = self.actors.get(aid)
+        if a is None:
+            if not no_restart:
+                return []
+            a = self._actor(aid, acts)   # to hear of the death, too
+        acts.extend(self.flush())
+        a.stale = a.address
+        if no_restart:
+            a.state = KILLED   # new calls fail; in-flight ones with the DEAD notice
+            a.error = pickle.dumps(ActorDiedError(
+                f"The actor {aid.hex()} was killed with zray.kill().", aid.hex()))
+            acts.extend((FAIL, spec, a.error) for spec in a.queue)
+            a.queue.clear()
+        elif a.state == ALIVE:
+            a.state = RESTARTING   # new calls wait for the restarted instance
+        return acts
+
+    def release(self, aid: bytes) -> tuple[bool, list]:
+        """The last handle here is gone. (True, actions) if the release travels behind
+        this process's calls on the actor's own socket; (False, []) if this process never
+        called it (the node tells the actor then)."""
+        a = self.actors.get(aid)
+        if a is None or a.state == DEAD:
+            return False, []
+        a.release = True
+        acts = self.flush()
+        if a.state == ALIVE:
+            acts.append((SEND, ("actor", aid), P.RELEASE_ACTOR, (aid, True)))
+        return True, acts
+
+    def cancel_call(self, task_id: bytes, force: bool) -> tuple[bool, list]:
+        """Cancel a call made here: a queued one at once, a sent one by asking its actor.
+        (False, []) if the task is not a call of this process."""
+        for aid, a in self.actors.items():
+            for pending in (a.queue, a.batch):
+                for spec in pending:
+                    if spec[P.T_ID] == task_id:
+                        pending.remove(spec)
+                        return True, [(FAIL, spec, pickle.dumps(TaskCancelledError(task_id.hex())))]
+            if task_id in a.inflight and a.state == ALIVE:
+                return True, [(SEND, ("actor", aid), P.CANCEL, (task_id, force))]
+        return False, []
+
+    # -- tasks: node or lease ----------------------------------------------------
+    def route(self, spec: list, now: float) -> tuple[bool, list]:
+        """(True, actions) if the task goes on a lease; else (False, actions) and the
+        caller sends it through the node (in a batch with others)."""
+        res = spec[P.T_RES]
+        if res.get("GPU"):
+            return False, []
+        key = shape_key(res)
+        lease = self.leases.get(key)
+        busy = self.node_inflight.get(key, 0)
+        if lease is not None and lease.open and lease.task is None and not busy:
+            return True, self._send_task(lease, spec)
+        self.node_inflight[key] = busy + 1
+        self.task_key[spec[P.T_ID]] = key
+        if lease is None:
+            return False, ([] if busy else self._request(key, res))
+        if lease.open and lease.task is None:
+            return False, self._give_back(lease)   # a burst: let the node use every worker
+        if lease.refused_at is not None and not busy and now - lease.refused_at > self.linger:
+            return False, self._request(key, res)
+        return False, []
+
+    @staticmethod
+    def _send_task(lease: Lease, spec: list) -> list:
+        lease.task = spec
+        fid = spec[P.T_FUNC]
+        first = fid not in lease.funcs
+        lease.funcs.add(fid)
+        return [(TASK, ("lease", lease.wid), spec, first)]
+
+    def _request(self, key: tuple, res: dict) -> list:
+        lease = self.leases.get(key) or Lease(key)
+        lease.refused_at = None
+        self.leases[key] = lease
+        return [(NODE, P.LEASE, (list(key), res))]
+
+    def node_result(self, task_id: bytes) -> None:
+        """A task that went through the node has its result."""
+        key = self.task_key.pop(task_id, None)
+        if key is not None:
+            n = self.node_inflight[key] - 1
+            if n:
+                self.node_inflight[key] = n
+            else:
+                del self.node_inflight[key]
+
+    def leased(self, key_list: list, wid: bytes, address: str, now: float) -> list:
+        """The node's answer to a LEASE: a worker and its address, or none ("")."""
+        key = tuple(tuple(kv) for kv in key_list)
+        lease = self.leases.get(key)
+        if not address:
+            if lease is not None and not lease.open:
+                lease.refused_at = now
+            return []
+        if lease is None or lease.open:   # not asked for (any more)
+            return [(NODE, P.UNLEASE, (wid, False))]
+        lease.wid, lease.open, lease.last_used = wid, True, now
+        self.lease_of[wid] = lease
+        return [(OPEN, ("lease", wid), address)]
+
+    def lease_result(self, wid: bytes, task_id: bytes, now: float) -> list:
+        """The result of a task sent on a lease came back on it."""
+        lease = self.lease_of.get(wid)
+        if lease is None:
+            return []
+        if lease.task is not None and lease.task[P.T_ID] == task_id:
+            lease.task = None
+            lease.last_used = now
+        if lease.task is None and self.node_inflight.get(lease.key):
+            return self._give_back(lease)
+        return []
+
+    def lease_lost(self, wid: bytes) -> list:
+        """The leased worker died: its task is retried through the node, or fails."""
+        lease = self.lease_of.get(wid)
+        if lease is None:
+            return []
+        spec = lease.task
+        acts = self._drop(lease)
+        if spec is None:
+            return acts
+        if spec[P.T_ID] in self.cancelled:
+            self.cancelled.discard(spec[P.T_ID])
+            acts.append((FAIL, spec, pickle.dumps(TaskCancelledError(spec[P.T_ID].hex()))))
+        elif P.spend_retry(spec):
+            key = shape_key(spec[P.T_RES])
+            self.node_inflight[key] = self.node_inflight.get(key, 0) + 1
+            self.task_key[spec[P.T_ID]] = key
+            acts.append((NODE, P.SUBMIT, ([spec],)))
+        else:
+            acts.append((FAIL, spec, pickle.dumps(WorkerCrashedError(
+                f"The worker running task {spec[P.T_NAME]} died unexpectedly and it has no "
+                "retries left (max_retries)."))))
+        return acts
+
+    def cancel_task(self, task_id: bytes, force: bool) -> tuple[bool, list]:
+        """Cancel a task running on a lease; (False, []) if none is."""
+        for lease in self.leases.values():
+            if lease.task is not None and lease.task[P.T_ID] == task_id and lease.open:
+                if force:
+                    self.cancelled.add(task_id)
+                    return True, [(NODE, P.UNLEASE, (lease.wid, True))]
+                return True, [(SEND, ("lease", lease.wid), P.CANCEL, (task_id, False))]
+        return False, []
+
+    def tick(self, now: float) -> tuple[list, float | None]:
+        """Give back leases idle for `linger` seconds: (actions, seconds to the next check)."""
+        acts: list = []
+        nxt = None
+        for lease in list(self.leases.values()):
+            if not lease.open or lease.task is not None:
+                continue
+            left = lease.last_used + self.linger - now
+            if left <= 0:
+                acts.extend(self._give_back(lease))
+            elif nxt is None or left < nxt:
+                nxt = left
+        return acts, nxt
+
+    def _give_back(self, lease: Lease) -> list:
+        wid = lease.wid
+        return [(NODE, P.UNLEASE, (wid, False)), *self._drop(lease)]
+
+    def _drop(self, lease: Lease) -> list:
+        acts = [(CLOSE, ("lease", lease.wid))] if lease.open else []
+        self.lease_of.pop(lease.wid, None)
+        self.leases.pop(lease.key, None)
+        lease.open, lease.wid = False, None
+        return acts

@@ -1,0 +1,42 @@
+"""A worker's sys.stdout and sys.stderr: lines go to the drivers, prefixed with the
+task or actor and the pid, as Ray prints them."""
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+from .. import _protocol as P
+from .._context import current_context
+
+
+class Output:
+    def __init__(self, rt: Any, is_err: bool) -> None:
+        self._rt, self._is_err = rt, is_err
+        self._buf = ""
+        self._lock = threading.Lock()
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            self._buf += text
+            if "\n" in self._buf:
+                lines, self._buf = self._buf.rsplit("\n", 1)
+                self._emit(lines)
+        return len(text)
+
+    def flush(self) -> None:
+        with self._lock:
+            if self._buf:
+                self._emit(self._buf)
+                self._buf = ""
+
+    def _emit(self, text: str) -> None:
+        ctx = current_context()
+        who = ctx.prefix_name if ctx is not None else "worker"
+        self._rt.send(P.LOG, f"({who} pid={os.getpid()})", text, self._is_err)
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        raise OSError("a zray worker's output is forwarded, it has no file descriptor")

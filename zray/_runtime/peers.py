@@ -1,0 +1,137 @@
+"""The caller side of direct sockets: one DEALER per actor this process calls and per
+worker leased to it, owned by the I/O thread. Carries out what lanes.py decides and
+feeds back what comes in (2 hops a task or call instead of 4 through the node).
+
+    caller I/O thread --LOOKUP--> node --ACTOR_ADDR(ALIVE, address)--> caller
+    caller DEALER --SUBMIT(calls)--> actor ROUTER ... actor ROUTER --RESULTS--> caller
+    caller --LEASE(shape)--> node --LEASED(worker, address)--> caller
+    caller DEALER --SUBMIT/TASKS(1 task)--> worker ROUTER --RESULTS--> caller
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import zmq
+
+from .. import _protocol as P
+from .._log import get_logger
+from . import lanes as L
+from .transport import Transport
+
+_log = get_logger("peers")
+
+
+class Peers:
+    def __init__(self, transport: Transport, lanes: L.Lanes, blobs: dict[bytes, bytes],
+                 on_result: Callable[[list], None]) -> None:
+        self.t = transport
+        self.lanes = lanes
+        self.blobs = blobs            # func_id -> pickled function, of this process's functions
+        self.on_result = on_result    # a result (or a local failure) for the owner
+        self.socks: dict[tuple, zmq.Socket] = {}
+
+    # -- commands (I/O thread) ---------------------------------------------------------
+    def route_task(self, spec: list) -> bool:
+        """True if the task went on a lease; False: the caller sends it via the node."""
+        leased, acts = self.lanes.route(spec, time.monotonic())
+        if acts:
+            self.do(acts)
+        return leased
+
+    def call(self, spec: list) -> None:
+        self.do(self.lanes.call(spec))
+
+    def flush(self) -> None:
+        self.do(self.lanes.flush())
+
+    def cancel(self, task_id: bytes, force: bool) -> None:
+        """An actor call of this process (its actor), a leased task (its worker), or
+        else a task of the node."""
+        for cancel in (self.lanes.cancel_call, self.lanes.cancel_task):
+            handled, acts = cancel(task_id, force)
+            if handled:
+                self.do(acts)
+                return
+        self.t.node.send(P.encode(P.CANCEL, task_id, force))
+
+    def kill(self, actor_id: bytes, no_restart: bool) -> None:
+        self.do(self.lanes.killed(actor_id, no_restart))
+        self.t.node.send(P.encode(P.KILL_ACTOR, actor_id, no_restart))
+
+    def release(self, actor_id: bytes) -> None:
+        """Through the actor's own socket when this process calls it, so that the actor
+        ends after the calls sent before, not before them."""
+        direct, acts = self.lanes.release(actor_id)
+        self.do(acts)
+        self.t.node.send(P.encode(P.RELEASE_ACTOR, actor_id, direct))
+
+    def tick(self) -> float | None:
+        acts, wait = self.lanes.tick(time.monotonic())
+        self.do(acts)
+        return wait
+
+    # -- node messages -------------------------------------------------------------
+    def on_actor_address(self, fields: list) -> None:
+        aid, state, address, error = fields
+        self.do(self.lanes.actor_address(aid, state, address, error))
+
+    def on_leased(self, fields: list) -> None:
+        key, wid, address = fields
+        self.do(self.lanes.leased(key, wid, address, time.monotonic()))
+
+    def on_lease_lost(self, fields: list) -> None:
+        self.do(self.lanes.lease_lost(fields[0]))
+
+    # -- actions ---------------------------------------------------------------------
+    def do(self, acts: list) -> None:
+        for act in acts:
+            kind = act[0]
+            if kind == L.SEND:
+                self.socks[act[1]].send(P.encode(act[2], *act[3]))
+            elif kind == L.TASK:
+                self._send_task(act[1], act[2], act[3])
+            elif kind == L.NODE:
+                self.t.node.send(P.encode(act[1], *act[2]))
+            elif kind == L.FAIL:
+                self.on_result(P.error_result(act[1], act[2]))
+            elif kind == L.OPEN:
+                self._open(act[1], act[2])
+            elif kind == L.CLOSE:
+                self._close(act[1])
+
+    def _send_task(self, peer: tuple, spec: list, with_function: bool) -> None:
+        if with_function:
+            fid = spec[P.T_FUNC]
+            self.socks[peer].send(P.encode(P.TASKS, [spec], {fid: self.blobs[fid]}))
+        else:
+            self.socks[peer].send(P.encode(P.SUBMIT, [spec]))
+
+    def _open(self, peer: tuple, address: str) -> None:
+        sock = self.t.socket(zmq.DEALER)
+        sock.setsockopt(zmq.ROUTING_ID, self.t.ident)
+        sock.connect(address)
+        self.socks[peer] = sock
+        self.t.register(sock, lambda: P.drain(sock, lambda m, f: self._on_message(peer, m, f),
+                                              _log, routed=False))
+
+    def _close(self, peer: tuple) -> None:
+        sock = self.socks.pop(peer, None)
+        if sock is not None:
+            self.t.unregister(sock)
+            sock.close()
+
+    def _on_message(self, peer: tuple, mtype: int, fields: list) -> None:
+        P.expect(mtype, (P.RESULTS,))
+        kind, key = peer
+        for r in fields[0]:
+            if kind == "actor":
+                self.lanes.call_result(key, r[P.R_TASK])
+                self.on_result(r)
+            else:
+                self.on_result(r)
+                self.do(self.lanes.lease_result(key, r[P.R_TASK], time.monotonic()))
+
+    def close(self) -> None:
+        for peer in list(self.socks):
+            self._close(peer)

@@ -1,0 +1,221 @@
+"""The runtime's I/O thread: the only thread that touches the socket to the node
+broker and the direct sockets it opens, fed by an outbox of typed commands.
+
+    user threads --post(Op, ...) + eventfd wake--> outbox --I/O thread--> sockets
+    sockets --poll--> I/O thread --> handlers (owner, lanes, worker hooks)
+
+A loop of 10,000 .remote() calls becomes a few SUBMIT messages, not 10,000: the I/O
+thread drains the whole outbox at each wake and batches consecutive tasks and results.
+"""
+from __future__ import annotations
+
+import enum
+import os
+import threading
+from collections import deque
+from typing import Any, Callable
+
+import zmq
+
+from .. import _protocol as P
+from .._config import CONFIG
+from .._log import get_logger
+
+_log = get_logger("transport")
+
+
+class Op(enum.IntEnum):
+    """What a user thread asks the I/O thread to do (the outbox's commands)."""
+    NODE = 1      # mtype, fields: a message for the node broker
+    TASK = 2      # spec: a task to run (on a lease, or through the node)
+    CALL = 3      # spec: an actor call (to the actor's socket)
+    CANCEL = 4    # task_id, force
+    KILL = 5      # actor_id, no_restart
+    RELEASE = 6   # actor_id: the last handle to an actor this process owns is gone
+    REPLY = 7     # reply_to, result: a direct call's result, back on the callers' endpoint
+    OPEN = 8      # address, event: bind an actor's callers' endpoint on the I/O thread
+    BARRIER = 9   # event: set once everything posted before it is sent
+
+
+class Transport:
+    """The I/O thread, its sockets and its outbox. What it does with messages and
+    commands is given to it (handlers); it only moves bytes and calls them."""
+
+    def __init__(self, address: str, ident: bytes, life_fd: int | None) -> None:
+        self.address = address
+        self.ident = ident
+        self.life_fd = life_fd
+        self.outbox: deque = deque()
+        self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._wake_pending = False
+        self._readers: dict[Any, Callable[[], None]] = {}
+        self._stopping = False
+        self._tid = 0
+        self.thread: threading.Thread | None = None
+        self.ctx: zmq.Context | None = None
+        self.node: zmq.Socket | None = None
+        self.poller = zmq.Poller()
+        # Set by the runtime before start():
+        self.on_message: Callable[[int, list], None] = lambda mtype, fields: None
+        self.on_start: Callable[[], None] = lambda: None
+        self.on_failure: Callable[[BaseException], None] = lambda exc: None
+        self.route_task: Callable[[list], bool] = lambda spec: False
+        self.ops: dict[Op, Callable[..., None]] = {}
+        self.before_flush: Callable[[], None] = lambda: None
+        self.after_flush: Callable[[], None] = lambda: None
+        self.next_timeout: Callable[[], float | None] = lambda: None
+        self.on_close: Callable[[], None] = lambda: None
+
+    # -- any thread ----------------------------------------------------------------
+    def post(self, op: Op, *args: Any) -> None:
+        """Queue a command for the I/O thread and wake it."""
+        self.outbox.append((op, args))
+        self.wake()
+
+    def send(self, mtype: int, *fields: Any) -> None:
+        """Queue a message for the node broker."""
+        self.outbox.append((Op.NODE, (mtype, fields)))
+        self.wake()
+
+    def wake(self) -> None:
+        # The I/O thread itself never needs waking: it flushes until the outbox is empty.
+        if not self._wake_pending and threading.get_ident() != self._tid:
+            self._wake_pending = True
+            try:
+                os.eventfd_write(self._wake_fd, 1)
+            except OSError:
+                pass
+
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self._main, name="zray-io", daemon=True)
+        self.thread.start()
+
+    def stop(self, timeout: float) -> None:
+        """Send what is queued, close every socket, join the I/O thread. Idempotent."""
+        if self._stopping:
+            return
+        self._stopping = True
+        self.wake()
+        if self.thread is not None and self.thread is not threading.current_thread():
+            self.thread.join(timeout)
+        # Refs that outlive shutdown() still wake this fd when dropped: a write to its
+        # number, reused by then (by a new zmq context's own eventfd, as in a notebook
+        # kernel), made libzmq abort (mailbox.cpp:72). No wake-up after this.
+        self._wake_pending = True
+        fd, self._wake_fd = self._wake_fd, -1
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+    # -- the I/O thread ------------------------------------------------------------
+    def register(self, sock: Any, on_readable: Callable[[], None]) -> None:
+        """Poll `sock` (a socket of this thread, or an fd) and call on_readable."""
+        self.poller.register(sock, zmq.POLLIN)
+        self._readers[sock] = on_readable
+
+    def unregister(self, sock: Any) -> None:
+        self.poller.unregister(sock)
+        self._readers.pop(sock, None)
+
+    def socket(self, kind: int) -> zmq.Socket:
+        """A socket of this thread's context, with zray's options: no high-water mark
+        (flow is bounded by the owners' outstanding work), no linger on close."""
+        sock = self.ctx.socket(kind)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SNDHWM, 0)
+        sock.setsockopt(zmq.RCVHWM, 0)
+        return sock
+
+    def _main(self) -> None:
+        self._tid = threading.get_ident()
+        self.ctx = zmq.Context(io_threads=1)
+        node = self.node = self.socket(zmq.DEALER)
+        node.setsockopt(zmq.ROUTING_ID, self.ident)
+        node.setsockopt(zmq.LINGER, int(CONFIG.stop_grace_s * 1000))
+        try:
+            node.connect(self.address)
+            self.poller.register(node, zmq.POLLIN)
+            self.poller.register(self._wake_fd, zmq.POLLIN)
+            if self.life_fd is not None:
+                self.poller.register(self.life_fd, zmq.POLLIN)
+            self.on_start()
+            self._loop(node)
+        except Exception as exc:  # a bug here would hang every get(): make it loud
+            _log.exception("runtime I/O thread failed")
+            self.on_failure(exc)
+        finally:
+            self.on_close()
+            node.close()
+            self.ctx.term()
+
+    def _loop(self, node: zmq.Socket) -> None:
+        timeout = None
+        while True:
+            events = dict(self.poller.poll(timeout))
+            if self._wake_fd in events:
+                # Read first, then clear: a wake written between the two would
+                # otherwise be swallowed with the flag left set (a lost wake-up).
+                try:
+                    os.eventfd_read(self._wake_fd)
+                except BlockingIOError:
+                    pass
+                self._wake_pending = False
+            if node in events:
+                P.drain(node, self.on_message, _log, routed=False)
+            if self.life_fd is not None and self.life_fd in events:
+                os._exit(1)  # the node broker died: nobody is left to talk to
+            if len(events) > 1 or node not in events:
+                for sock in events:
+                    reader = self._readers.get(sock)
+                    if reader is not None:
+                        reader()
+            wait = self.next_timeout()   # timers first: what they queue is flushed now
+            self.flush()
+            timeout = None if wait is None else max(1, int(wait * 1000) + 1)
+            if self._stopping:
+                return
+
+    def flush(self) -> None:
+        """Carry out every queued command, and those they queue in turn."""
+        self.before_flush()
+        while True:
+            self._flush_outbox()
+            self.after_flush()
+            if not self.outbox:
+                return
+
+    def _flush_outbox(self) -> None:
+        """Send what is queued, batching tasks and results for the node."""
+        out, node, route = self.outbox, self.node, self.route_task
+        tasks: list = []
+        while out:
+            op, args = out.popleft()
+            if op is Op.TASK:
+                if not route(args[0]):
+                    tasks.append(args[0])
+                    if len(tasks) >= CONFIG.max_batch:
+                        node.send(P.encode(P.SUBMIT, tasks))
+                        tasks = []
+                continue
+            if tasks:   # what came before this command leaves first
+                node.send(P.encode(P.SUBMIT, tasks))
+                tasks = []
+            if op is Op.NODE:
+                mtype, fields = args
+                if mtype == P.RESULTS:
+                    fields = self._merge_results(fields)
+                node.send(P.encode(mtype, *fields))
+            else:
+                self.ops[op](*args)
+        if tasks:
+            node.send(P.encode(P.SUBMIT, tasks))
+
+    def _merge_results(self, fields: tuple) -> tuple:
+        """Consecutive RESULTS messages as one."""
+        out = self.outbox
+        items = list(fields[0])
+        while out and out[0][0] is Op.NODE and out[0][1][0] == P.RESULTS \
+                and len(items) < CONFIG.max_batch:
+            items.extend(out.popleft()[1][1][0])
+        return (items,)
