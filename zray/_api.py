@@ -30,14 +30,14 @@ def get(object_refs: ObjectRef | Sequence[ObjectRef], *, timeout: float | None =
     _check_timeout(timeout)
     rt = runtime_or_init()
     if type(object_refs) is ObjectRef:
-        return rt.owner.get([object_refs], timeout)[0]
+        return rt.get([object_refs], timeout)[0]
     if not isinstance(object_refs, (list, tuple)):
         raise TypeError(f"get() expects an ObjectRef or a list of ObjectRefs, got "
                         f"{type(object_refs).__name__}")
     for i, ref in enumerate(object_refs):
         if type(ref) is not ObjectRef:
             raise TypeError(f"get() expects ObjectRefs; item {i} is a {type(ref).__name__}")
-    return rt.owner.get(list(object_refs), timeout)
+    return rt.get(list(object_refs), timeout)
 
 
 def put(value: Any, *, _owner: Any = None) -> ObjectRef:

@@ -31,6 +31,8 @@ SEND = "send"      # (SEND, peer, mtype, fields)        a message on that socket
 TASK = "task"      # (TASK, peer, spec, with_function)  a task for a leased worker (its
                    #                                    function's blob goes along once)
 FAIL = "fail"      # (FAIL, spec, error blob)           the task fails here, now
+ABANDON = "abandon"  # (ABANDON, spec)                   the call on a user thread's own
+                     #   socket was taken back (retried or failed here): stop waiting on it
 # A peer is ("actor", actor_id) or ("lease", worker_id).
 
 RESOLVING, ALIVE, RESTARTING, DEAD, KILLED = "RESOLVING", "ALIVE", "RESTARTING", "DEAD", "KILLED"
@@ -38,7 +40,8 @@ RESOLVING, ALIVE, RESTARTING, DEAD, KILLED = "RESOLVING", "ALIVE", "RESTARTING",
 
 class ActorLane:
     """This process's view of one actor it calls."""
-    __slots__ = ("state", "address", "queue", "inflight", "batch", "error", "release", "stale")
+    __slots__ = ("state", "address", "queue", "inflight", "batch", "error", "release", "stale",
+                 "sync")
 
     def __init__(self) -> None:
         self.state = RESOLVING
@@ -49,11 +52,13 @@ class ActorLane:
         self.error: bytes | None = None
         self.release = False                   # the last handle is gone: end it after the queue
         self.stale = ""                        # the address of an instance killed from here
+        self.sync: list | None = None          # the call a user thread sent on its own socket
 
 
 class Lease:
     """A worker the node lent this process for tasks of one resource shape."""
-    __slots__ = ("key", "wid", "open", "task", "last_used", "refused_at", "funcs")
+    __slots__ = ("key", "wid", "open", "task", "last_used", "refused_at", "funcs", "address",
+                 "sync")
 
     def __init__(self, key: tuple) -> None:
         self.key = key
@@ -63,6 +68,8 @@ class Lease:
         self.last_used = 0.0
         self.refused_at: float | None = None
         self.funcs: set[bytes] = set()    # function ids this worker was sent here
+        self.address = ""
+        self.sync = False                 # the task is on a user thread's own socket
 
 
 def shape_key(res: dict) -> tuple:
@@ -91,7 +98,7 @@ class Lanes:
         """One call to send (at the next flush, so that calls batch)."""
         acts: list = []
         a = self._actor(spec[P.T_ACTOR], acts)
-        if a.state == ALIVE:
+        if a.state == ALIVE and a.sync is None:
             a.batch.append(spec)
         elif a.state in (DEAD, KILLED):
             acts.append((FAIL, spec, a.error))
@@ -137,12 +144,19 @@ class Lanes:
             acts.append((OPEN, peer, address))
             a.address = address
         a.state = ALIVE
+        if a.sync is None:   # else they stay behind the call on a user thread's socket
+            acts.extend(self._send_queue(aid, a))
+        return acts
+
+    def _send_queue(self, aid: bytes, a: ActorLane) -> list:
+        """The calls that waited, then the release if the last handle is gone."""
+        acts = []
         if a.queue:
             specs = list(a.queue)
             a.queue.clear()
             acts.extend(self._send_calls(aid, a, specs))
         if a.release:
-            acts.append((SEND, peer, P.RELEASE_ACTOR, (aid, True)))
+            acts.append((SEND, ("actor", aid), P.RELEASE_ACTOR, (aid, True)))
         return acts
 
     def _restarting(self, aid: bytes, a: ActorLane) -> list:
@@ -151,7 +165,7 @@ class Lanes:
         acts = self._close(aid, a)
         a.state = RESTARTING
         retry = []
-        for spec in a.inflight.values():
+        for spec in self._inflight(a, acts):
             if P.spend_retry(spec):
                 retry.append(spec)
             else:
@@ -167,12 +181,23 @@ class Lanes:
     def _dead(self, aid: bytes, a: ActorLane, error: bytes | None) -> list:
         acts = self._close(aid, a)
         a.state, a.error = DEAD, error
-        for spec in [*a.inflight.values(), *a.batch, *a.queue]:
+        for spec in [*self._inflight(a, acts), *a.batch, *a.queue]:
             acts.append((FAIL, spec, error))
         a.inflight.clear()
         a.queue.clear()
         a.batch = []
         return acts
+
+    @staticmethod
+    def _inflight(a: ActorLane, acts: list) -> list:
+        """The calls sent and not answered, in their order: the one on a user thread's
+        socket (taken back: that thread stops waiting for it) came before the rest."""
+        if a.sync is None:
+            return list(a.inflight.values())
+        calls = [a.sync, *a.inflight.values()]
+        acts.append((ABANDON, a.sync))
+        a.sync = None
+        return calls
 
     @staticmethod
     def _close(aid: bytes, a: ActorLane) -> list:
@@ -217,7 +242,7 @@ class Lanes:
             return False, []
         a.release = True
         acts = self.flush()
-        if a.state == ALIVE:
+        if a.state == ALIVE and a.sync is None:   # else it follows that call (sync_call_done)
             acts.append((SEND, ("actor", aid), P.RELEASE_ACTOR, (aid, True)))
         return True, acts
 
@@ -230,7 +255,8 @@ class Lanes:
                     if spec[P.T_ID] == task_id:
                         pending.remove(spec)
                         return True, [(FAIL, spec, pickle.dumps(TaskCancelledError(task_id.hex())))]
-            if task_id in a.inflight and a.state == ALIVE:
+            sent = task_id in a.inflight or (a.sync is not None and a.sync[P.T_ID] == task_id)
+            if sent and a.state == ALIVE:
                 return True, [(SEND, ("actor", aid), P.CANCEL, (task_id, force))]
         return False, []
 
@@ -290,7 +316,7 @@ class Lanes:
             return []
         if lease is None or lease.open:   # not asked for (any more)
             return [(NODE, P.UNLEASE, (wid, False))]
-        lease.wid, lease.open, lease.last_used = wid, True, now
+        lease.wid, lease.open, lease.last_used, lease.address = wid, True, now, address
         self.lease_of[wid] = lease
         return [(OPEN, ("lease", wid), address)]
 
@@ -315,6 +341,9 @@ class Lanes:
         acts = self._drop(lease)
         if spec is None:
             return acts
+        if lease.sync:
+            lease.sync = False
+            acts.append((ABANDON, spec))
         if spec[P.T_ID] in self.cancelled:
             self.cancelled.discard(spec[P.T_ID])
             acts.append((FAIL, spec, pickle.dumps(TaskCancelledError(spec[P.T_ID].hex()))))
@@ -363,3 +392,48 @@ class Lanes:
         self.leases.pop(lease.key, None)
         lease.open, lease.wid = False, None
         return acts
+
+    # -- the sync lane: a user thread that blocks on a call's result sends it on its
+    # own socket and reads the result there (no hand-off to the I/O thread either way).
+    # It may, if nothing this process sent to that peer is still unanswered, so that
+    # calls from one caller keep their order; calls made meanwhile wait behind it.
+    def take_call(self, spec: list) -> str | None:
+        """The actor's address if a user thread may send this call itself (then the
+        call counts as sent, and later ones queue until sync_call_done); else None."""
+        a = self.actors.get(spec[P.T_ACTOR])
+        if a is None or a.state != ALIVE or a.sync is not None or a.inflight or a.batch \
+                or a.queue or a.release:
+            return None
+        a.sync = spec
+        return a.address
+
+    def sync_call_done(self, spec: list) -> list:
+        """The result of the user thread's call came back on its socket."""
+        a = self.actors.get(spec[P.T_ACTOR])
+        if a is None or a.sync is not spec:
+            return []   # taken back meanwhile (restart, death): handled there
+        a.sync = None
+        return self._send_queue(spec[P.T_ACTOR], a) if a.state == ALIVE else []
+
+    def take_task(self, spec: list) -> tuple[str, bytes, bool] | None:
+        """(address, worker_id, with_function) of the lease a user thread may send this
+        task on itself (then the lease is busy with it until sync_task_done); else None."""
+        res = spec[P.T_RES]
+        if res.get("GPU"):
+            return None
+        key = shape_key(res)
+        lease = self.leases.get(key)
+        if lease is None or not lease.open or lease.task is not None or self.node_inflight.get(key):
+            return None
+        lease.task, lease.sync = spec, True
+        fid = spec[P.T_FUNC]
+        first = fid not in lease.funcs
+        lease.funcs.add(fid)
+        return lease.address, lease.wid, first
+
+    def sync_task_done(self, wid: bytes, spec: list, now: float) -> list:
+        lease = self.lease_of.get(wid)
+        if lease is None or lease.task is not spec:
+            return []   # taken back meanwhile (the worker died): handled there
+        lease.sync = False
+        return self.lease_result(wid, spec[P.T_ID], now)

@@ -55,8 +55,10 @@ class Owner:
         return ObjectRef(oid, owner, self)
 
     def on_ref_deleted(self, oid: bytes) -> None:
+        # Freeing can wait a moment (a loop dropping a ref per call must not wake the
+        # I/O thread per call).
         self.table.released.append(oid)
-        self.t.wake()
+        self.t.nudge()
 
     def new_actor_token(self, actor_id: bytes, ends_actor: bool) -> ObjectRef:
         """The ref an actor's handles share: when the last one anywhere is gone, the
@@ -105,9 +107,12 @@ class Owner:
         if args is not None:
             STORE.free(args)
 
-    # -- the I/O thread --------------------------------------------------------------
+    # -- the I/O thread (and the main thread's sync lane) ----------------------------
     def drain_released(self) -> None:
+        """Free what the refs dropped since the last call no longer keep alive (any
+        thread: the messages it queues leave with the I/O thread's next flush)."""
         released = self.table.released
+        queued = False
         while released:
             oid = released.popleft()
             entry, tell_owner = self.table.release_local(oid)
@@ -115,9 +120,12 @@ class Owner:
                 continue
             if tell_owner:
                 self.t.outbox.append((Op.NODE, (P.BORROW, (entry.owner, [oid], -1))))
-            self._free(oid, entry)
+            queued = self._free(oid, entry) or tell_owner or queued
+        if queued:
+            self.t.nudge()
 
-    def _free(self, oid: bytes, entry: Any) -> None:
+    def _free(self, oid: bytes, entry: Any) -> bool:
+        """Free an entry's value; True if that queued a message for the I/O thread."""
         if type(entry.data) is list:   # a shared-memory segment
             if entry.owned:
                 STORE.free(entry.data)
@@ -127,6 +135,8 @@ class Owner:
             self.release_pairs(entry.contained)
         if entry.actor and entry.owned:
             self.t.outbox.append((Op.RELEASE, (oid,)))
+            return True
+        return False
 
     def on_result(self, r: list, direct: bool = False) -> None:
         task_id = r[P.R_TASK]
@@ -259,6 +269,7 @@ class Owner:
         waiter = Waiter(count, stop_on_error)
         if not self.table.register_waiter(entries, waiter):
             return
+        self.t.hurry()   # what it waits for may still be in the outbox
         hook = self.block_hook
         if hook is not None:
             hook(True)

@@ -9,6 +9,7 @@ feeds back what comes in (2 hops a task or call instead of 4 through the node).
 """
 from __future__ import annotations
 
+import threading
 import time
 from typing import Callable
 
@@ -17,71 +18,94 @@ import zmq
 from .. import _protocol as P
 from .._log import get_logger
 from . import lanes as L
-from .transport import Transport
+from .transport import Claim, Transport
 
 _log = get_logger("peers")
 
 
 class Peers:
+    """lock guards the lanes: the main thread's sync lane (sync.py) decides there too."""
+
     def __init__(self, transport: Transport, lanes: L.Lanes, blobs: dict[bytes, bytes],
                  on_result: Callable[[list], None]) -> None:
         self.t = transport
         self.lanes = lanes
+        self.lock = threading.Lock()
         self.blobs = blobs            # func_id -> pickled function, of this process's functions
         self.on_result = on_result    # a result (or a local failure) for the owner
         self.socks: dict[tuple, zmq.Socket] = {}
+        self.adopted: dict[zmq.Socket, tuple] = {}   # socket -> (spec, worker_id)
+        self.on_abandon: Callable[[list], None] = lambda spec: None
 
     # -- commands (I/O thread) ---------------------------------------------------------
-    def route_task(self, spec: list) -> bool:
-        """True if the task went on a lease; False: the caller sends it via the node."""
-        leased, acts = self.lanes.route(spec, time.monotonic())
+    def route_task(self, claim: Claim) -> list | None:
+        """The task, to send through the node; None if it went on a lease (or the main
+        thread took it)."""
+        with self.lock:
+            spec, claim.spec = claim.spec, None
+            if spec is None:
+                return None
+            leased, acts = self.lanes.route(spec, time.monotonic())
         if acts:
             self.do(acts)
-        return leased
+        return None if leased else spec
 
-    def call(self, spec: list) -> None:
-        self.do(self.lanes.call(spec))
+    def call(self, claim: Claim) -> None:
+        with self.lock:
+            spec, claim.spec = claim.spec, None
+            if spec is None:
+                return
+            self.t.calls_done = claim.seq
+            acts = self.lanes.call(spec)
+        self.do(acts)
 
     def flush(self) -> None:
-        self.do(self.lanes.flush())
+        with self.lock:
+            acts = self.lanes.flush()
+        self.do(acts)
+
+    def decide(self, fn: Callable, *args) -> list:
+        """Call a lanes method under the lock; its actions."""
+        with self.lock:
+            return fn(*args)
 
     def cancel(self, task_id: bytes, force: bool) -> None:
         """An actor call of this process (its actor), a leased task (its worker), or
         else a task of the node."""
         for cancel in (self.lanes.cancel_call, self.lanes.cancel_task):
-            handled, acts = cancel(task_id, force)
+            handled, acts = self.decide(cancel, task_id, force)
             if handled:
                 self.do(acts)
                 return
         self.t.node.send(P.encode(P.CANCEL, task_id, force))
 
     def kill(self, actor_id: bytes, no_restart: bool) -> None:
-        self.do(self.lanes.killed(actor_id, no_restart))
+        self.do(self.decide(self.lanes.killed, actor_id, no_restart))
         self.t.node.send(P.encode(P.KILL_ACTOR, actor_id, no_restart))
 
     def release(self, actor_id: bytes) -> None:
         """Through the actor's own socket when this process calls it, so that the actor
         ends after the calls sent before, not before them."""
-        direct, acts = self.lanes.release(actor_id)
+        direct, acts = self.decide(self.lanes.release, actor_id)
         self.do(acts)
         self.t.node.send(P.encode(P.RELEASE_ACTOR, actor_id, direct))
 
     def tick(self) -> float | None:
-        acts, wait = self.lanes.tick(time.monotonic())
+        acts, wait = self.decide(self.lanes.tick, time.monotonic())
         self.do(acts)
         return wait
 
     # -- node messages -------------------------------------------------------------
     def on_actor_address(self, fields: list) -> None:
         aid, state, address, error = fields
-        self.do(self.lanes.actor_address(aid, state, address, error))
+        self.do(self.decide(self.lanes.actor_address, aid, state, address, error))
 
     def on_leased(self, fields: list) -> None:
         key, wid, address = fields
-        self.do(self.lanes.leased(key, wid, address, time.monotonic()))
+        self.do(self.decide(self.lanes.leased, key, wid, address, time.monotonic()))
 
     def on_lease_lost(self, fields: list) -> None:
-        self.do(self.lanes.lease_lost(fields[0]))
+        self.do(self.decide(self.lanes.lease_lost, fields[0]))
 
     # -- actions ---------------------------------------------------------------------
     def do(self, acts: list) -> None:
@@ -99,6 +123,8 @@ class Peers:
                 self._open(act[1], act[2])
             elif kind == L.CLOSE:
                 self._close(act[1])
+            elif kind == L.ABANDON:
+                self._abandon(act[1])
 
     def _send_task(self, peer: tuple, spec: list, with_function: bool) -> None:
         if with_function:
@@ -126,12 +152,50 @@ class Peers:
         kind, key = peer
         for r in fields[0]:
             if kind == "actor":
-                self.lanes.call_result(key, r[P.R_TASK])
+                self.decide(self.lanes.call_result, key, r[P.R_TASK])
                 self.on_result(r)
             else:
                 self.on_result(r)
-                self.do(self.lanes.lease_result(key, r[P.R_TASK], time.monotonic()))
+                self.do(self.decide(self.lanes.lease_result, key, r[P.R_TASK], time.monotonic()))
+
+    # -- calls a user thread sent on its own socket ----------------------------------
+    def adopt(self, sock: zmq.Socket, spec: list, wid: bytes | None) -> None:
+        """Read the result of a call in flight on a user thread's socket (its get() gave
+        up waiting), then close the socket."""
+        self.adopted[sock] = (spec, wid)
+        self.t.register(sock, lambda: P.drain(sock, lambda m, f: self._on_adopted(sock, m, f),
+                                              _log, routed=False))
+
+    def _on_adopted(self, sock: zmq.Socket, mtype: int, fields: list) -> None:
+        P.expect(mtype, (P.RESULTS,))
+        spec, wid = self.adopted[sock]
+        for r in fields[0]:
+            self.on_result(r)
+        self.do(self.decide(sync_done(self.lanes, spec, wid)))
+        self._close_adopted(sock)
+
+    def _abandon(self, spec: list) -> None:
+        """The call a user thread sent itself was taken back (retried or failed here)."""
+        for sock, (adopted, _wid) in list(self.adopted.items()):
+            if adopted is spec:
+                self._close_adopted(sock)
+                return
+        self.on_abandon(spec)
+
+    def _close_adopted(self, sock: zmq.Socket) -> None:
+        if self.adopted.pop(sock, None) is not None:
+            self.t.unregister(sock)
+            sock.close()
 
     def close(self) -> None:
         for peer in list(self.socks):
             self._close(peer)
+        for sock in list(self.adopted):
+            self._close_adopted(sock)
+
+
+def sync_done(lanes: L.Lanes, spec: list, wid: bytes | None) -> Callable[[], list]:
+    """The lanes method that ends a call or task sent on a user thread's own socket."""
+    if wid is None:
+        return lambda: lanes.sync_call_done(spec)
+    return lambda: lanes.sync_task_done(wid, spec, time.monotonic())

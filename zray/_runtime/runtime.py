@@ -9,6 +9,7 @@ import itertools
 import os
 import sys
 import threading
+import time
 from typing import Any, Callable
 
 from .. import _context
@@ -23,6 +24,7 @@ from .lanes import Lanes
 from .owner import Owner
 from .peers import Peers
 from .submit import Submitter
+from .sync import SyncLane
 from .transport import Op, Transport
 
 _log = get_logger("runtime")
@@ -61,6 +63,7 @@ class Runtime:
         self.submitter = Submitter(self.owner, self.t)
         self.lanes = Lanes(CONFIG.lease_linger_s)
         self.peers = Peers(self.t, self.lanes, self.submitter.blobs, self._on_direct_result)
+        self.sync = SyncLane(self.t, self.peers, self.owner)
         self.direct_address = direct_address   # a task worker's callers' socket
         self.endpoint: Endpoint | None = None
         self._head_calls: dict[int, list] = {}
@@ -84,7 +87,8 @@ class Runtime:
         t.next_timeout = self.peers.tick
         t.ops = {Op.CALL: self.peers.call, Op.CANCEL: self.peers.cancel, Op.KILL: self.peers.kill,
                  Op.RELEASE: self.peers.release, Op.REPLY: self._reply, Op.OPEN: self._open,
-                 Op.BARRIER: lambda event: event.set()}
+                 Op.BARRIER: lambda event: event.set(), Op.LANES: self.peers.do,
+                 Op.ADOPT: self.peers.adopt}
         self._handlers = {
             P.RESULTS: self._on_results, P.OBJECT: self.owner.on_object,
             P.FETCH: self.owner.on_fetch, P.BORROW: self.owner.on_borrow,
@@ -109,6 +113,8 @@ class Runtime:
     def stop(self, timeout: float = 2.0) -> None:
         """Flush what is queued, close the sockets, join the I/O thread. Idempotent."""
         self.t.stop(timeout)
+        if threading.get_ident() == self.t.main_tid:   # the sync lane's sockets are its own
+            self.sync.close()
 
     def _on_start(self) -> None:
         if self.direct_address:   # bound before HELLO: the node hands the address out
@@ -211,6 +217,18 @@ class Runtime:
             call[0].set()
 
     # -- user threads --------------------------------------------------------------------
+    def get(self, refs: list, timeout: float | None) -> list:
+        """The values of `refs`. The main thread waiting on the task or call it just made
+        runs it on its sync lane (sync.py)."""
+        claim = self.t.last_claim
+        if claim is not None and claim.spec is not None and len(refs) == 1 \
+                and refs[0]._id[:16] == claim.spec[P.T_ID] \
+                and threading.get_ident() == self.t.main_tid:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            if not self.sync.try_get(claim, timeout) and deadline is not None:
+                timeout = max(0.0, deadline - time.monotonic())
+        return self.owner.get(refs, timeout)
+
     def send(self, mtype: int, *fields: Any) -> None:
         """Queue a message for the node broker (any thread)."""
         self.t.send(mtype, *fields)

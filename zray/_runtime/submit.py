@@ -20,7 +20,7 @@ from .._object_ref import ObjectRef
 from ..exceptions import ObjectStoreFullError
 from .owner import Owner
 from .table import ERROR
-from .transport import Op, Transport
+from .transport import Transport
 
 
 class _Slot:
@@ -172,9 +172,9 @@ class Submitter:
         if creation:
             self.t.send(P.CREATE_ACTOR, spec)
         elif spec[P.T_ACTOR] is not None and CONFIG.direct_actor_calls:
-            self.t.post(Op.CALL, spec)
+            self.t.post_call(spec)
         elif spec[P.T_ACTOR] is not None:
             self.t.send(P.SUBMIT, [spec])
         else:
-            self.t.post(Op.TASK, spec)
+            self.t.post_task(spec)
 

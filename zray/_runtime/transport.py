@@ -20,6 +20,7 @@ import zmq
 from .. import _protocol as P
 from .._config import CONFIG
 from .._log import get_logger
+from .timer import Timer
 
 _log = get_logger("transport")
 
@@ -35,6 +36,21 @@ class Op(enum.IntEnum):
     REPLY = 7     # reply_to, result: a direct call's result, back on the callers' endpoint
     OPEN = 8      # address, event: bind an actor's callers' endpoint on the I/O thread
     BARRIER = 9   # event: set once everything posted before it is sent
+    LANES = 10    # actions: lanes' decisions a user thread made, for the I/O thread
+    ADOPT = 11    # socket, spec, worker_id: a user thread's socket with a call in flight
+                  #   (its get() timed out): the I/O thread reads the result and closes it
+
+
+class Claim:
+    """A task or actor call on its way to the I/O thread, which the main thread may
+    still take to send on its own socket when it blocks on the result (sync.py).
+    Whoever takes it sets spec to None, under the lanes lock. seq numbers actor calls
+    in the order they were posted (so that none overtakes an earlier one)."""
+    __slots__ = ("spec", "seq")
+
+    def __init__(self, spec: list) -> None:
+        self.spec: list | None = spec
+        self.seq = 0
 
 
 class Transport:
@@ -48,9 +64,16 @@ class Transport:
         self.outbox: deque = deque()
         self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._wake_pending = False
+        self._timer = Timer()       # a wake-up a little later (nudge)
+        self._timer_armed = False
         self._readers: dict[Any, Callable[[], None]] = {}
         self._stopping = False
         self._tid = 0
+        self.main_tid = threading.main_thread().ident
+        self.last_claim: Claim | None = None   # the main thread's latest task or call
+        self._call_lock = threading.Lock()
+        self._call_seq = 0
+        self.calls_done = 0   # seq of the last actor call taken (by the I/O or main thread)
         self.thread: threading.Thread | None = None
         self.ctx: zmq.Context | None = None
         self.node: zmq.Socket | None = None
@@ -59,7 +82,7 @@ class Transport:
         self.on_message: Callable[[int, list], None] = lambda mtype, fields: None
         self.on_start: Callable[[], None] = lambda: None
         self.on_failure: Callable[[BaseException], None] = lambda exc: None
-        self.route_task: Callable[[list], bool] = lambda spec: False
+        self.route_task: Callable[[Claim], list | None] = lambda claim: claim.spec
         self.ops: dict[Op, Callable[..., None]] = {}
         self.before_flush: Callable[[], None] = lambda: None
         self.after_flush: Callable[[], None] = lambda: None
@@ -71,6 +94,33 @@ class Transport:
         """Queue a command for the I/O thread and wake it."""
         self.outbox.append((op, args))
         self.wake()
+
+    def post_task(self, spec: list) -> None:
+        """Queue a task (lease or node) that the main thread may still claim."""
+        claim = Claim(spec)
+        self.outbox.append((Op.TASK, (claim,)))
+        self._wake_or_wait(claim)
+
+    def post_call(self, spec: list) -> None:
+        """Queue an actor call (to the actor's socket) that the main thread may still claim."""
+        claim = Claim(spec)
+        with self._call_lock:   # seq order is outbox order
+            self._call_seq += 1
+            claim.seq = self._call_seq
+            self.outbox.append((Op.CALL, (claim,)))
+        self._wake_or_wait(claim)
+
+    def _wake_or_wait(self, claim: Claim) -> None:
+        """The main thread's call may be taken back by its get() right after (sync.py):
+        the I/O thread is only nudged for it. A second one in a row is a burst: wake."""
+        if threading.get_ident() != self.main_tid:
+            self.wake()
+            return
+        previous, self.last_claim = self.last_claim, claim
+        if previous is not None and previous.spec is not None:
+            self.wake()
+        else:
+            self.nudge()
 
     def send(self, mtype: int, *fields: Any) -> None:
         """Queue a message for the node broker."""
@@ -85,6 +135,18 @@ class Transport:
                 os.eventfd_write(self._wake_fd, 1)
             except OSError:
                 pass
+
+    def nudge(self) -> None:
+        """Make the I/O thread wake within CONFIG.lazy_wake_s, not now: for work that
+        can wait that long (it saves the caller the GIL hand-off of a wake)."""
+        if not self._wake_pending and not self._timer_armed and threading.get_ident() != self._tid:
+            self._timer_armed = True
+            self._timer.arm(CONFIG.lazy_wake_s)
+
+    def hurry(self) -> None:
+        """Wake the I/O thread now if anything waits in the outbox (before blocking)."""
+        if self.outbox:
+            self.wake()
 
     def start(self) -> None:
         self.thread = threading.Thread(target=self._main, name="zray-io", daemon=True)
@@ -107,6 +169,8 @@ class Transport:
             os.close(fd)
         except OSError:
             pass
+        self._timer_armed = True   # no more arming either
+        self._timer.close()
 
     # -- the I/O thread ------------------------------------------------------------
     def register(self, sock: Any, on_readable: Callable[[], None]) -> None:
@@ -137,6 +201,7 @@ class Transport:
             node.connect(self.address)
             self.poller.register(node, zmq.POLLIN)
             self.poller.register(self._wake_fd, zmq.POLLIN)
+            self.poller.register(self._timer.fd, zmq.POLLIN)
             if self.life_fd is not None:
                 self.poller.register(self.life_fd, zmq.POLLIN)
             self.on_start()
@@ -161,6 +226,9 @@ class Transport:
                 except BlockingIOError:
                     pass
                 self._wake_pending = False
+            if self._timer.fd in events:   # cleared before the flush, as the wake flag
+                self._timer.clear()
+                self._timer_armed = False
             if node in events:
                 P.drain(node, self.on_message, _log, routed=False)
             if self.life_fd is not None and self.life_fd in events:
@@ -192,8 +260,9 @@ class Transport:
         while out:
             op, args = out.popleft()
             if op is Op.TASK:
-                if not route(args[0]):
-                    tasks.append(args[0])
+                spec = route(args[0])
+                if spec is not None:   # through the node
+                    tasks.append(spec)
                     if len(tasks) >= CONFIG.max_batch:
                         node.send(P.encode(P.SUBMIT, tasks))
                         tasks = []
