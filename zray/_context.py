@@ -40,11 +40,21 @@ class ActorExit(BaseException):
 
 
 _runtime: list = [None]   # this process's runtime, once init() or the worker made it
+_initializer: list = [None]   # zray.init, registered by _init (a leaf cannot import it)
 
 
 def runtime() -> Any:
     """This process's runtime, or None."""
     return _runtime[0]
+
+
+def runtime_or_init() -> Any:
+    """This process's runtime; the first API call of a driver starts a local cluster."""
+    rt = _runtime[0]
+    if rt is None:
+        _initializer[0]()
+        rt = _runtime[0]
+    return rt
 
 
 def set_runtime(rt: Any) -> None:

@@ -194,10 +194,5 @@ def is_initialized() -> bool:
     return _context.runtime() is not None
 
 
-def runtime_or_init() -> _runtime.Runtime:
-    """This process's runtime; the first API call of a driver starts a local cluster."""
-    rt = _context.runtime()
-    if rt is None:
-        init()
-        rt = _context.runtime()
-    return rt
+_context._initializer[0] = init
+runtime_or_init = _context.runtime_or_init

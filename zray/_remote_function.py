@@ -6,10 +6,9 @@ import inspect
 from typing import Any, Callable
 
 from . import _options
+from ._context import runtime_or_init
 from . import _protocol as P
 from . import _serialization as S
-from ._ids import object_id
-from ._init import runtime_or_init
 
 
 class RemoteFunction:
@@ -84,7 +83,7 @@ class RemoteFunction:
         rt.submitter.ensure_function(func_id, blob)
         res, nret, retries, retry_exc, name = prepared
         task_id = rt.ids.task_id()
-        oids = [object_id(task_id, i) for i in range(nret)]
+        oids = [P.object_id(task_id, i) for i in range(nret)]
         refs = rt.owner.new_refs(oids)
         args_blob, deps, held = rt.submitter.serialize_args(args, kwargs, f"remote function {self._name}")
         spec = P.task_spec(task_id, rt.ident, func_id, args_blob, nret, res, retries, retry_exc,

@@ -12,9 +12,7 @@ from typing import Any
 from . import _options
 from . import _protocol as P
 from . import _serialization as S
-from ._ids import object_id
-from ._context import ActorExit, current_context
-from ._init import runtime_or_init
+from ._context import ActorExit, current_context, runtime_or_init
 from ._object_ref import ObjectRef
 
 __all__ = ["ActorClass", "ActorHandle", "ActorMethod", "exit_actor", "method"]
@@ -99,7 +97,7 @@ class ActorClass:
                 raise TypeError(S.describe_pickling_error(f"the actor class {self._name}", self._cls, exc)) from exc
         rt.submitter.ensure_function(self._class_id, self._blob)
         task_id = rt.ids.task_id()
-        actor_id = object_id(task_id, 0xFFFFFFFF)
+        actor_id = P.object_id(task_id, 0xFFFFFFFF)
         name = options.get("name")
         namespace = options.get("namespace") or rt.namespace
         detached = options.get("lifetime") == "detached"
@@ -196,7 +194,7 @@ class ActorMethod:
         opts = self._options
         nret = opts.get("num_returns", 1)
         task_id = rt.ids.task_id()
-        oids = [object_id(task_id, i) for i in range(nret)]
+        oids = [P.object_id(task_id, i) for i in range(nret)]
         refs = rt.owner.new_refs(oids)
         args_blob, deps, held = rt.submitter.serialize_args(args, kwargs, self._qualname)
         retry_exc = opts.get("retry_exceptions", False)

@@ -13,7 +13,6 @@ from typing import Any, Callable
 
 from .. import _protocol as P
 from .. import _serialization as S
-from .._ids import object_id
 from .._log import get_logger
 from .._object_ref import ObjectRef
 from .._object_store import STORE
@@ -149,10 +148,10 @@ class Owner:
             contained = r[P.R_CONTAINED] or []
             for i, blob in enumerate(r[P.R_PAYLOAD]):
                 pairs = [tuple(p) for p in contained[i]] if i < len(contained) and contained[i] else None
-                self.resolve(object_id(task_id, i), READY, blob, pairs, owned=True)
+                self.resolve(P.object_id(task_id, i), READY, blob, pairs, owned=True)
         else:
             for i in range(P.error_returns(r)):
-                self.resolve(object_id(task_id, i), ERROR, r[P.R_PAYLOAD], None)
+                self.resolve(P.object_id(task_id, i), ERROR, r[P.R_PAYLOAD], None)
 
     def resolve(self, oid: bytes, state: int, data: Any, contained: list | None,
                 owned: bool = False) -> None:
@@ -233,7 +232,7 @@ class Owner:
             raise
         except Exception as exc:
             raise TypeError(S.describe_pickling_error("the value given to put()", value, exc)) from exc
-        oid = object_id(self.ids.task_id(), 0)
+        oid = P.object_id(self.ids.task_id(), 0)
         ref = self.new_refs([oid])[0]
         held = self.hold_pairs(refs) if refs else None
         self.resolve(oid, READY, blob, held)

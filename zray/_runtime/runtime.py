@@ -15,7 +15,6 @@ from typing import Any, Callable
 from .. import _context
 from .. import _protocol as P
 from .._config import CONFIG
-from .._ids import IdSource
 from .._log import get_logger
 from .._object_store import STORE
 from ..exceptions import GetTimeoutError, LocalRayletDiedError, RaySystemError
@@ -48,7 +47,7 @@ class Runtime:
     def __init__(self, address: str, kind: str, job_id: bytes, info: dict | None = None,
                  life_fd: int | None = None, direct_address: str | None = None) -> None:
         self.address, self.kind = address, kind
-        self.ids = IdSource()
+        self.ids = P.IdSource()
         self.ident = (b"D" if kind == "driver" else b"W") + self.ids.prefix
         self.info = dict(info or {})
         self.namespace: str = self.info.get("namespace") or ""

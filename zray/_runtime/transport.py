@@ -9,6 +9,7 @@ thread drains the whole outbox at each wake and batches consecutive tasks and re
 """
 from __future__ import annotations
 
+import ctypes
 import enum
 import os
 import threading
@@ -20,7 +21,6 @@ import zmq
 from .. import _protocol as P
 from .._config import CONFIG
 from .._log import get_logger
-from .timer import Timer
 
 _log = get_logger("transport")
 
@@ -51,6 +51,56 @@ class Claim:
     def __init__(self, spec: list) -> None:
         self.spec: list | None = spec
         self.seq = 0
+
+
+# -- a one-shot timer as a file descriptor (Linux timerfd), so that a thread can make
+# the I/O thread wake a little later without waking it now (Python 3.11 has no
+# os.timerfd_create; ctypes costs ~1 us a call).
+_CLOCK_MONOTONIC = 1
+_TFD_NONBLOCK = os.O_NONBLOCK
+_TFD_CLOEXEC = os.O_CLOEXEC
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+class _Itimerspec(ctypes.Structure):
+    _fields_ = [("it_interval", _Timespec), ("it_value", _Timespec)]
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.timerfd_create.argtypes = [ctypes.c_int, ctypes.c_int]
+_libc.timerfd_settime.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.POINTER(_Itimerspec),
+                                  ctypes.c_void_p]
+
+
+class Timer:
+    """arm(seconds): the fd becomes readable once, that long from now (re-arming moves
+    the deadline); clear() after it fired. Thread-safe (the kernel keeps the state)."""
+
+    def __init__(self) -> None:
+        fd = _libc.timerfd_create(_CLOCK_MONOTONIC, _TFD_NONBLOCK | _TFD_CLOEXEC)
+        if fd < 0:
+            raise OSError(ctypes.get_errno(), "timerfd_create failed")
+        self.fd = fd
+
+    def arm(self, seconds: float) -> None:
+        spec = _Itimerspec()
+        spec.it_value.tv_sec = int(seconds)
+        spec.it_value.tv_nsec = max(1, int((seconds - int(seconds)) * 1e9))
+        _libc.timerfd_settime(self.fd, 0, ctypes.byref(spec), None)
+
+    def clear(self) -> None:
+        try:
+            os.read(self.fd, 8)
+        except BlockingIOError:
+            pass
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 class Transport:
