@@ -158,3 +158,17 @@ def test_leased_worker_dying_under_a_sync_task_fails_or_retries(cluster, tmp_pat
     for _ in range(5):
         zray.get(plus_one.remote(1), timeout=T)
     assert zray.get(crash_once.remote(str(tmp_path / "m")), timeout=T) == "retried"
+
+
+def test_lane_keeps_a_bounded_number_of_sockets(cluster):
+    from zray._config import CONFIG
+    limit = CONFIG.sync_lane_sockets
+    object.__setattr__(CONFIG, "sync_lane_sockets", 2)   # a frozen dataclass
+    try:
+        logs = [Log.remote() for _ in range(3)]
+        for log in logs * 3:
+            zray.get(log.add.remote(1), timeout=T)
+        assert lane_sockets() == 2, "the least recently used socket is closed past the limit"
+        assert [zray.get(log.read.remote(), timeout=T) for log in logs] == [[1] * 3] * 3
+    finally:
+        object.__setattr__(CONFIG, "sync_lane_sockets", limit)

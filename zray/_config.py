@@ -31,6 +31,9 @@ class Config:
     # its get() may still send itself) wakes the I/O thread at most this late, instead
     # of now: each wake costs the caller ~40 us (the GIL goes to the I/O thread).
     lazy_wake_s: float = 0.002
+    # The main thread keeps at most this many sockets of its own to actors and leased
+    # workers it calls synchronously (the least recently used is closed past it).
+    sync_lane_sockets: int = 64
     # Node broker -> head broker heartbeat period, and how many missed beats kill a node.
     heartbeat_s: float = 0.5
     heartbeat_misses: int = 10

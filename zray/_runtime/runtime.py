@@ -175,7 +175,7 @@ class Runtime:
 
     def _on_results(self, f: list) -> None:
         for r in f[0]:
-            self.lanes.node_result(r[P.R_TASK])
+            self.peers.decide(self.lanes.node_result, r[P.R_TASK])
             self.owner.on_result(r)
 
     def _on_direct_result(self, r: list) -> None:

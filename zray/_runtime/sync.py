@@ -23,6 +23,7 @@ from typing import Any
 import zmq
 
 from .. import _protocol as P
+from .._config import CONFIG
 from .._log import get_logger
 from .peers import Peers, sync_done
 from .transport import Claim, Op, Transport
@@ -100,11 +101,15 @@ class SyncLane:
         return taken
 
     def _socket(self, peer: tuple, address: str) -> zmq.Socket:
-        known = self.socks.get(peer)
+        known = self.socks.pop(peer, None)
         if known is not None and known[0] == address:
+            self.socks[peer] = known   # the most recently used last
             return known[1]
         if known is not None:
+            self.socks[peer] = known
             self._close(peer)
+        if len(self.socks) >= CONFIG.sync_lane_sockets:   # the least recently used goes
+            self._close(next(iter(self.socks)))
         if self.ctx is None:
             self.ctx = zmq.Context(io_threads=1)
         sock = self.ctx.socket(zmq.DEALER)
@@ -162,9 +167,13 @@ class SyncLane:
             self.owner.on_result(r, direct=True)
             done = done or r[P.R_TASK] == spec[P.T_ID]
         if done:
-            acts = self.peers.decide(sync_done(self.lanes, spec, wid))
-            if acts:
-                self.t.post(Op.LANES, acts)
+            with self.peers.lock:
+                # Posted under the lock: calls the lanes now count as sent (those that
+                # waited behind this one) leave before any call the I/O thread decides
+                # on after this.
+                acts = sync_done(self.lanes, spec, wid)()
+                if acts:
+                    self.t.post(Op.LANES, acts)
         return done
 
     def _still_ours(self, spec: list, wid: bytes | None) -> bool:
