@@ -142,7 +142,7 @@ def test_cancel_of_finished_or_cancelled_task_is_harmless(cluster, tmp_path):
     zray.cancel(ref)
     zray.cancel(ref, force=True)
     assert zray.get(ref, timeout=TIMEOUT) == 2
-    blockers, marks, release = fill_cpus(tmp_path)
+    blockers, _marks, release = fill_cpus(tmp_path)
     target = plus_one.remote(2)
     zray.cancel(target)
     zray.cancel(target)

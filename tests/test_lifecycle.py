@@ -10,9 +10,9 @@ import textwrap
 import time
 
 import pytest
+from conftest import leftovers, wait_until, zray_pids
 
 import zray
-from conftest import leftovers, wait_until, zray_pids
 
 DEADLINE_S = 10.0
 
@@ -215,7 +215,7 @@ def start_driver(tmp_path, tail: str) -> tuple[subprocess.Popen, str, str]:
     session = proc.stdout.readline().strip()
     if not session:
         proc.kill()
-        out, err = proc.communicate(timeout=DEADLINE_S)
+        _out, err = proc.communicate(timeout=DEADLINE_S)
         pytest.fail(f"the driver failed to start: {err[-3000:]}")
     return proc, session, str(marks)
 
@@ -256,7 +256,7 @@ def test_killed_driver_leaves_nothing_behind(tmp_path, sig):
 ])
 def test_driver_exiting_without_shutdown_leaves_nothing_behind(tmp_path, tail):
     before = zray_pids()
-    proc, session, marks = start_driver(tmp_path, tail)
+    proc, session, _marks = start_driver(tmp_path, tail)
     t0 = time.monotonic()
     try:
         pids = zray_pids() - before

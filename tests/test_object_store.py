@@ -10,6 +10,7 @@ import textwrap
 
 import numpy as np
 import pytest
+from conftest import wait_gone, zray_pids
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -18,8 +19,6 @@ import zray
 from zray import _runtime
 from zray._config import CONFIG
 from zray._object_store import SHM_DIR, session_tag
-
-from conftest import wait_gone, zray_pids
 
 T = 30
 BIG = CONFIG.inline_threshold // 8 + 1000   # float64 items: just over the inline limit

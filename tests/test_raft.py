@@ -21,8 +21,8 @@ import zray
 
 RAFT_DIR = str(Path(__file__).resolve().parent.parent / "examples" / "raft")
 sys.path.insert(0, RAFT_DIR)
-from raft import LEADER
-from raft_group import NotCommitted, RaftGroup
+from raft import LEADER  # noqa: E402 (from the example's directory, put on the path above)
+from raft_group import NotCommitted, RaftGroup  # noqa: E402
 
 T = 30  # timeout of every direct get (s)
 

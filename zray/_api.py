@@ -1,7 +1,8 @@
 """The public functions: check the arguments, then delegate to the runtime."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from . import _serialization as S
 from ._context import current_context
@@ -10,9 +11,22 @@ from ._object_ref import ObjectRef
 from ._remote_function import RemoteFunction
 from .actor import ActorClass, ActorHandle
 
-__all__ = ["init", "is_initialized", "shutdown", "get", "put", "wait", "kill", "cancel",
-           "get_actor", "get_gpu_ids", "nodes", "cluster_resources", "available_resources",
-           "remote"]
+__all__ = [
+    "available_resources",
+    "cancel",
+    "cluster_resources",
+    "get",
+    "get_actor",
+    "get_gpu_ids",
+    "init",
+    "is_initialized",
+    "kill",
+    "nodes",
+    "put",
+    "remote",
+    "shutdown",
+    "wait",
+]
 
 
 def _check_timeout(timeout: Any) -> None:

@@ -53,7 +53,7 @@ class Config:
     async_actor_max_concurrency: int = 1000
 
     @classmethod
-    def from_env(cls) -> "Config":
+    def from_env(cls) -> Config:
         """The defaults, overridden by ZRAY_<FIELD> environment variables."""
         values = {}
         for field in dataclasses.fields(cls):

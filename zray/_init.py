@@ -33,7 +33,7 @@ class InitContext(dict):
     def disconnect(self) -> None:
         shutdown()
 
-    def __enter__(self) -> "InitContext":
+    def __enter__(self) -> InitContext:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -68,7 +68,8 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
                                  "resources must not be given (the cluster has its own).")
             return _connect(_find_cluster(address), namespace, log_to_driver)
         for key, value in (("num_cpus", num_cpus), ("num_gpus", num_gpus)):
-            if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0):
+            if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)
+                                      or value < 0):
                 raise ValueError(f"{key} must be a non-negative number, got {value!r}")
         if resources is not None and not isinstance(resources, dict):
             raise TypeError(f"resources must be a dict, got {type(resources).__name__}")

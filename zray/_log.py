@@ -22,7 +22,7 @@ class _LazyLogger:
             self._logger = structlog.get_logger("zray").bind(pid=os.getpid(), **self._context)
         return self._logger
 
-    def bind(self, **context: Any) -> "_LazyLogger":
+    def bind(self, **context: Any) -> _LazyLogger:
         return _LazyLogger(**self._context, **context)
 
     def debug(self, event: str, **kw: Any) -> None:

@@ -68,7 +68,7 @@ class ObjectRef:
     def __await__(self):
         return asyncio.wrap_future(self.future()).__await__()
 
-    def as_future(self) -> "asyncio.Future[Any]":
+    def as_future(self) -> asyncio.Future[Any]:
         return asyncio.wrap_future(self.future())
 
 

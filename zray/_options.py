@@ -17,8 +17,8 @@ def check(options: dict, allowed: set, what: str) -> dict:
     """`options` validated; ValueError/TypeError naming the bad option."""
     for key in options:
         if key not in allowed:
-            raise ValueError(f"Invalid option keyword {key!r} for {what}. "
-                             f"Valid ones are: {', '.join(sorted(k for k in allowed if not k.startswith('_')))}.")
+            valid = ", ".join(sorted(k for k in allowed if not k.startswith("_")))
+            raise ValueError(f"Invalid option keyword {key!r} for {what}. Valid ones are: {valid}.")
     for key in ("num_cpus", "num_gpus", "memory"):
         v = options.get(key)
         if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0):
@@ -26,7 +26,8 @@ def check(options: dict, allowed: set, what: str) -> dict:
     res = options.get("resources")
     if res is not None:
         if not isinstance(res, dict):
-            raise TypeError(f"resources must be a dict of name -> amount, got {type(res).__name__} for {what}.")
+            raise TypeError(f"resources must be a dict of name -> amount, got {type(res).__name__} "
+                            f"for {what}.")
         for k, v in res.items():
             if k in ("CPU", "GPU"):
                 raise ValueError(f"Use num_cpus/num_gpus instead of resources={{{k!r}: ...}} for {what}.")
@@ -43,10 +44,9 @@ def check(options: dict, allowed: set, what: str) -> dict:
     if mc is not None and (not isinstance(mc, int) or isinstance(mc, bool) or mc < 1):
         raise ValueError(f"max_concurrency must be a positive integer, got {mc!r} for {what}.")
     re = options.get("retry_exceptions")
-    if re is not None and not isinstance(re, bool):
-        if not isinstance(re, (list, tuple)) or not all(
-                isinstance(t, type) and issubclass(t, BaseException) for t in re):
-            raise TypeError(f"retry_exceptions must be a bool or a list of exception types for {what}.")
+    if re is not None and not isinstance(re, bool) and (not isinstance(re, (list, tuple)) or not all(
+            isinstance(t, type) and issubclass(t, BaseException) for t in re)):
+        raise TypeError(f"retry_exceptions must be a bool or a list of exception types for {what}.")
     lt = options.get("lifetime")
     if lt not in (None, "detached", "non_detached"):
         raise ValueError(f"lifetime must be 'detached' or 'non_detached', got {lt!r} for {what}.")

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import functools
 import inspect
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from . import _options
-from ._context import runtime_or_init
 from . import _protocol as P
 from . import _serialization as S
+from ._context import runtime_or_init
 
 
 class RemoteFunction:
@@ -41,7 +42,7 @@ class RemoteFunction:
     def __reduce__(self):
         return (RemoteFunction, (self._function, self._options))
 
-    def options(self, **options: Any) -> "_Bound":
+    def options(self, **options: Any) -> _Bound:
         """This function with some options changed, for the next .remote() call."""
         merged = {**self._options, **options}
         _options.check(merged, _options.TASK_OPTIONS, f"remote function {self._name}")
@@ -104,7 +105,7 @@ class _Bound:
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         return self._fn._remote(args, kwargs, self._prepared)
 
-    def options(self, **options: Any) -> "_Bound":
+    def options(self, **options: Any) -> _Bound:
         return self._fn.options(**{**self._options, **options})
 
 

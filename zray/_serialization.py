@@ -116,7 +116,7 @@ def loads(data: bytes | memoryview | list) -> Any:
     return cloudpickle.loads(data)
 
 
-__all__ = ["dumps", "loads", "dumps_function", "is_stored", "STORE"]
+__all__ = ["STORE", "dumps", "dumps_function", "is_stored", "loads"]
 
 
 def dumps_function(fn: Any) -> tuple[bytes, bytes]:

@@ -75,15 +75,15 @@ class ActorClass:
     def __reduce__(self):
         return (ActorClass, (self._cls, self._options))
 
-    def options(self, **options: Any) -> "_BoundClass":
+    def options(self, **options: Any) -> _BoundClass:
         merged = {**self._options, **options}
         _options.check(merged, _options.ACTOR_OPTIONS, f"actor class {self._name}")
         return _BoundClass(self, merged)
 
-    def remote(self, *args: Any, **kwargs: Any) -> "ActorHandle":
+    def remote(self, *args: Any, **kwargs: Any) -> ActorHandle:
         return self._remote(args, kwargs, self._options)
 
-    def _remote(self, args: tuple, kwargs: dict, options: dict) -> "ActorHandle":
+    def _remote(self, args: tuple, kwargs: dict, options: dict) -> ActorHandle:
         rt = runtime_or_init()
         if self._init_sig is not None:
             try:
@@ -94,7 +94,8 @@ class ActorClass:
             try:
                 self._class_id, self._blob = S.dumps_function(self._cls)
             except Exception as exc:
-                raise TypeError(S.describe_pickling_error(f"the actor class {self._name}", self._cls, exc)) from exc
+                raise TypeError(S.describe_pickling_error(
+                    f"the actor class {self._name}", self._cls, exc)) from exc
         rt.submitter.ensure_function(self._class_id, self._blob)
         task_id = rt.ids.task_id()
         actor_id = P.object_id(task_id, 0xFFFFFFFF)
@@ -130,10 +131,10 @@ class _BoundClass:
     def __init__(self, cls: ActorClass, options: dict) -> None:
         self._cls, self._options = cls, options
 
-    def remote(self, *args: Any, **kwargs: Any) -> "ActorHandle":
+    def remote(self, *args: Any, **kwargs: Any) -> ActorHandle:
         return self._cls._remote(args, kwargs, self._options)
 
-    def options(self, **options: Any) -> "_BoundClass":
+    def options(self, **options: Any) -> _BoundClass:
         return self._cls.options(**{**self._options, **options})
 
 
@@ -145,7 +146,7 @@ class ActorHandle:
         self._token = token
         self._meta = meta
 
-    def __getattr__(self, name: str) -> "ActorMethod":
+    def __getattr__(self, name: str) -> ActorMethod:
         if name.startswith("_"):
             raise AttributeError(name)
         opts = self._meta["methods"].get(name)
@@ -184,7 +185,7 @@ class ActorMethod:
         raise TypeError(f"Actor methods cannot be called directly. Instead of running "
                         f"'{self._qualname}()', try '{self._qualname}.remote()'.")
 
-    def options(self, **options: Any) -> "ActorMethod":
+    def options(self, **options: Any) -> ActorMethod:
         _options.check(options, _options.METHOD_OPTIONS, f"actor method {self._qualname}")
         return ActorMethod(self._handle, self._name, {**self._options, **options})
 

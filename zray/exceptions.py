@@ -49,7 +49,7 @@ class RayTaskError(ZrayError):
     def __str__(self) -> str:
         return self._message()
 
-    def as_instanceof_cause(self) -> "RayTaskError":
+    def as_instanceof_cause(self) -> RayTaskError:
         """This error as an instance of both RayTaskError and the cause's type."""
         cause_cls = type(self.cause) if self.cause is not None else None
         if cause_cls is None or isinstance(self.cause, RayTaskError):
@@ -67,7 +67,8 @@ class RayTaskError(ZrayError):
             return self
 
     def __reduce__(self):
-        return (_rebuild_task_error, (self.function_name, self.traceback_str, self.cause, self.pid, self.where))
+        return (_rebuild_task_error,
+                (self.function_name, self.traceback_str, self.cause, self.pid, self.where))
 
 
 def _safe_dict(obj: Any) -> dict:

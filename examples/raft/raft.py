@@ -202,7 +202,7 @@ class RaftServer:
                     self.wake.clear()
                 else:
                     self.start_election()
-            except Exception:  # noqa: BLE001 (a bug: keep serving, let status() show it)
+            except Exception:
                 with self.lock:
                     self.errors.append(traceback.format_exc())
                 time.sleep(self.timing.heartbeat)

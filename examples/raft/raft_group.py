@@ -74,10 +74,10 @@ class RaftGroup:
         """{id: status()} of the live servers."""
         ids = list(self.handles)
         values = ray.get([self.handles[i].status.remote() for i in ids], timeout=CALL_TIMEOUT)
-        for i, status in zip(ids, values):
+        for i, status in zip(ids, values, strict=True):
             for term, at in status["led_terms"]:
                 self.elections.setdefault(term, {}).setdefault(i, at)
-        return dict(zip(ids, values))
+        return dict(zip(ids, values, strict=True))
 
     def current_leader(self, among=None) -> int | None:
         """The leader that the live servers in `among` (default: all) follow now: a

@@ -192,7 +192,7 @@ def plot(history: list[dict], path: str) -> None:
     ax.plot(episodes, [h["policy"] for h in history], marker="o", ms=3, label="policy (evaluation)")
     tests = [(h["episodes"], h["test"]) for h in history if "test" in h]
     if tests:
-        ax.plot(*zip(*tests), "k*", ms=10, label=f"test ({SOLVED_EPISODES} episodes)")
+        ax.plot(*zip(*tests, strict=True), "k*", ms=10, label=f"test ({SOLVED_EPISODES} episodes)")
     ax.axhline(SOLVED_RETURN, color="grey", ls="--", lw=1, label=f"solved ({SOLVED_RETURN:.0f})")
     ax.set_xlabel("episodes")
     ax.set_ylabel("return")

@@ -235,7 +235,7 @@ class Runner:
             _BENCHES[name](self)
         except KeyboardInterrupt:
             raise
-        except Exception as e:  # noqa: BLE001 -- report and go on
+        except Exception as e:
             msg = f"{type(e).__name__}: {e}"
             self.errors[name] = msg
             self.say(f"{name} ERROR {msg}")

@@ -16,9 +16,12 @@ def _parser():
     )
     p.add_argument("--backend", choices=BACKENDS, default="zray")
     p.add_argument("--json", action="store_true", help="print one JSON object of results to stdout")
-    p.add_argument("--filter", metavar="SUBSTR", default=None, help="only run metrics whose name contains SUBSTR")
-    p.add_argument("--compare-ray", action="store_true", help="run zray here, then Ray in a subprocess, and compare")
-    p.add_argument("--ray-python", default=None, help="python that can import ray (default: this one, else $ZRAY_RAY_PYTHON)")
+    p.add_argument("--filter", metavar="SUBSTR", default=None,
+                   help="only run metrics whose name contains SUBSTR")
+    p.add_argument("--compare-ray", action="store_true",
+                   help="run zray here, then Ray in a subprocess, and compare")
+    p.add_argument("--ray-python", default=None,
+                   help="python that can import ray (default: this one, else $ZRAY_RAY_PYTHON)")
     p.add_argument("--quick", action="store_true", help="shorten every metric (smoke test)")
     p.add_argument("--num-cpus", type=int, default=None, help="num_cpus for init (default: os.cpu_count())")
     return p
@@ -43,7 +46,7 @@ def _compare_with_ray(args, cfg):
         print(f"== ray ({ray_python}) ==", file=out, flush=True)
         try:
             rres = compare.run_ray_subprocess(ray_python, args)
-        except Exception as e:  # noqa: BLE001 -- still show zray's figures
+        except Exception as e:
             print(f"Ray run failed: {e}", file=out, flush=True)
     if args.json:
         print(json.dumps({"zray": zres, "ray": rres}), flush=True)

@@ -5,7 +5,8 @@ actors) or the thread that runs a sync actor's calls (no hand-off per call).
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import zmq
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .. import _protocol as P
 from .. import _serialization as S
@@ -15,7 +16,7 @@ from ..exceptions import ObjectStoreFullError, TaskCancelledError
 from .runtime import Runtime
 from .submit import fill_slots
 
-__all__ = ["Executor", "ActorExit", "STOP", "adopt_job", "flush_output"]
+__all__ = ["STOP", "ActorExit", "Executor", "adopt_job", "flush_output"]
 
 STOP = object()   # the inbox item that ends a worker's main loop
 

@@ -9,7 +9,8 @@ threads; results, fetches and borrows reach it from the I/O thread.
 from __future__ import annotations
 
 import concurrent.futures
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .. import _protocol as P
 from .. import _serialization as S

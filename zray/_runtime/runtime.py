@@ -10,7 +10,8 @@ import os
 import sys
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .. import _context
 from .. import _protocol as P
@@ -29,7 +30,7 @@ from .transport import Op, Transport
 _log = get_logger("runtime")
 
 
-def current() -> "Runtime":
+def current() -> Runtime:
     """This process's runtime; RaySystemError if zray is not initialised here."""
     rt = _context.runtime()
     if rt is None:
@@ -37,7 +38,7 @@ def current() -> "Runtime":
     return rt
 
 
-def set_current(rt: "Runtime | None") -> None:
+def set_current(rt: Runtime | None) -> None:
     _context.set_runtime(rt)
 
 

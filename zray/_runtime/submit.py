@@ -159,13 +159,12 @@ class Submitter:
                 self._finish(p)
 
     def _finish(self, pending: _PendingTask) -> None:
-        if pending.error is not None:
-            if not pending.creation:
-                # An argument failed: so do the task's returns, and it never runs.
-                self.owner.untrack(pending.spec[P.T_ID])
-                for oid in pending.returns:
-                    self.owner.resolve(oid, ERROR, pending.error, None)
-                return
+        if pending.error is not None and not pending.creation:
+            # An argument failed: so do the task's returns, and it never runs.
+            self.owner.untrack(pending.spec[P.T_ID])
+            for oid in pending.returns:
+                self.owner.resolve(oid, ERROR, pending.error, None)
+            return
         self._send(pending.spec, pending.creation)
 
     def _send(self, spec: list, creation: bool) -> None:

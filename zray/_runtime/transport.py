@@ -14,7 +14,8 @@ import enum
 import os
 import threading
 from collections import deque
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import zmq
 

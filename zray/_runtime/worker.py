@@ -19,11 +19,12 @@ from typing import Any
 from .. import _protocol as P
 from .._context import TaskContext, set_context
 from ..exceptions import TaskCancelledError
-from .endpoint import is_direct
 from .actor_host import ActorHost
+from .endpoint import is_direct
 from .execute import STOP, Executor, adopt_job, flush_output
 from .output import Output
 from .runtime import Runtime, set_current
+
 
 class TaskWorker:
     def __init__(self, rt: Runtime) -> None:
