@@ -325,6 +325,7 @@ class Owner:
             keep.clear()
 
         self.when_resolved(ref, done)
+        self.t.hurry()   # someone will wait on it (await ref): what makes it must leave now
         return fut
 
     def when_resolved(self, ref: ObjectRef, done: Any) -> None:
