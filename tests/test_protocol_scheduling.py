@@ -174,14 +174,14 @@ def test_a_task_spec_check_task_accepts_never_breaks_the_scheduler(spec, force):
         return
     spec[P.T_ACTOR] = None   # actor calls go elsewhere
     sched = S.LocalScheduler({"CPU": 2.0, "GPU": 1.0, "x": 1.0}, 1, 2, 4)
-    (_, wid, _), = sched.start_pool()
+    (_, wid, _, _), = sched.start_pool()
     if any(a[0] == S.DISPATCH for a in sched.submit([spec]) + sched.worker_ready(wid, 0.0)):
         for a in sched.worker_died(wid):
             if a[0] == S.SPAWN:
                 sched.worker_ready(a[1], 1.0)
     sched.cancel(spec[P.T_ID], force)
     sched.reap_idle(100.0, 1.0)
-    for k, v in sched.avail.items():
+    for k, v in sched.res.avail.items():
         assert v <= sched.total.get(k, 0.0)
 
 
@@ -198,13 +198,13 @@ def test_an_actor_spec_check_actor_accepts_never_breaks_the_scheduler(spec, read
     sched.start_pool()
     for _ in range(3):
         spawns = [a for a in sched.create_actor(spec) + sched._schedule() if a[0] == S.SPAWN]
-        for _, wid, _ in spawns:
+        for _, wid, _, _ in spawns:
             sched.worker_ready(wid, 0.0)
             sched.actor_ready(wid, ready_state, "")
             sched.worker_died(wid)
     sched.kill_actor(spec[P.A_ID], not restart)
     sched.release_actor(spec[P.A_ID])
-    for k, v in sched.avail.items():
+    for k, v in sched.res.avail.items():
         assert v <= sched.total.get(k, 0.0)
 
 
@@ -332,7 +332,7 @@ class SchedulerMachine(RuleBasedStateMachine):
         self.lent.discard(wid)
 
     def queued_ids(self) -> list[bytes]:
-        return [s[P.T_ID] for q in self.sched.queues.values() for s in q]
+        return [s[P.T_ID] for q in self.sched.tasks.queues.values() for s in q]
 
     def tick(self) -> float:
         self.now += 0.25
@@ -384,7 +384,7 @@ class SchedulerMachine(RuleBasedStateMachine):
         self.done.add(tid)
         if not self.tasks_of[wid]:
             self._lease_ends(wid)
-        self.apply(self.sched.task_done(wid, tid, self.tick()))
+        self.apply(self.sched.result(wid, tid, self.tick()))
 
     @precondition(lambda self: any(self.tasks_of.values()))
     @rule(data=st.data())
@@ -399,7 +399,7 @@ class SchedulerMachine(RuleBasedStateMachine):
         wid = data.draw(st.sampled_from(sorted(self.alive)))
         if self.running.get(tid) == wid:
             return
-        assert self.apply(self.sched.task_done(wid, tid, self.tick())) == []
+        assert self.apply(self.sched.result(wid, tid, self.tick())) == []
 
     @precondition(lambda self: any(self.tasks_of.values()))
     @rule(data=st.data())
@@ -517,15 +517,15 @@ class SchedulerMachine(RuleBasedStateMachine):
         else:
             raise AssertionError("the scheduler did not settle")
         assert self.queued_ids() == [], "feasible tasks stuck in the queue of an idle node"
-        assert self.sched.queued == 0
+        assert self.sched.tasks.queued == 0
         for k, v in self.total.items():
-            assert math.isclose(self.sched.avail.get(k, 0.0), v, abs_tol=EPS), "resources leaked"
+            assert math.isclose(self.sched.res.avail.get(k, 0.0), v, abs_tol=EPS), "resources leaked"
 
     # -- invariants --------------------------------------------------------------------
     @invariant()
     def resources_never_exceed_totals(self):
-        for k, v in self.sched.avail.items():
-            assert v <= self.total.get(k, 0.0) + EPS, f"avail {self.sched.avail} > total {self.total}"
+        for k, v in self.sched.res.avail.items():
+            assert v <= self.total.get(k, 0.0) + EPS, f"avail {self.sched.res.avail} > total {self.total}"
 
     @invariant()
     def only_lent_cpu_is_overcommitted(self):
@@ -534,10 +534,10 @@ class SchedulerMachine(RuleBasedStateMachine):
         lent = sum(self.lease[w].get("CPU", 0.0) for w in self.lent)
         blocked_now = sum(self.lease[w].get("CPU", 0.0) for w in self.blocked)
         assert blocked_now <= lent + EPS
-        assert self.sched.avail.get("CPU", 0.0) >= -lent - EPS, (self.sched.avail, lent)
-        for k, v in self.sched.avail.items():
+        assert self.sched.res.avail.get("CPU", 0.0) >= -lent - EPS, (self.sched.res.avail, lent)
+        for k, v in self.sched.res.avail.items():
             if k != "CPU":
-                assert v >= -EPS, f"{k} over-committed: {self.sched.avail}"
+                assert v >= -EPS, f"{k} over-committed: {self.sched.res.avail}"
 
     @invariant()
     def resources_are_conserved(self):
@@ -548,21 +548,21 @@ class SchedulerMachine(RuleBasedStateMachine):
                 if k == "CPU" and wid in self.blocked:
                     continue
                 expect[k] = expect.get(k, 0.0) - v
-        for k in set(expect) | set(self.sched.avail):
-            assert math.isclose(self.sched.avail.get(k, 0.0), expect.get(k, 0.0), abs_tol=EPS), \
-                (k, self.sched.avail, expect)
+        for k in set(expect) | set(self.sched.res.avail):
+            assert math.isclose(self.sched.res.avail.get(k, 0.0), expect.get(k, 0.0), abs_tol=EPS), \
+                (k, self.sched.res.avail, expect)
 
     @invariant()
     def gpus_are_never_shared(self):
         held = [g for gpus in self.lease_gpus.values() for g in gpus]
-        everything = held + list(self.sched.free_gpus)
+        everything = held + list(self.sched.res.free_gpus)
         assert sorted(everything) == list(range(int(self.total.get("GPU", 0)))), \
-            (self.lease_gpus, self.sched.free_gpus)
+            (self.lease_gpus, self.sched.res.free_gpus)
 
     @invariant()
     def every_task_is_accounted_for_once(self):
         queued = self.queued_ids()
-        assert len(queued) == len(set(queued)) == self.sched.queued
+        assert len(queued) == len(set(queued)) == self.sched.tasks.queued
         where: dict[bytes, list] = {tid: [] for tid in self.specs}
         for name, tids in (("queued", queued), ("running", self.running), ("done", self.done),
                            ("failed", self.failed), ("spilled", self.spilled)):
@@ -570,13 +570,13 @@ class SchedulerMachine(RuleBasedStateMachine):
                 where[tid].append(name)
         bad = {tid: w for tid, w in where.items() if len(w) != 1}
         assert not bad, f"tasks not in exactly one place: {bad}"
-        assert self.sched.running == self.running
+        assert self.sched.tasks.running == self.running
 
     @invariant()
     def the_pool_is_kept_full(self):
         """A dead worker is replaced: the node never has fewer task workers than its pool."""
         assert len(self.alive) >= self.pool, f"{len(self.alive)} workers, pool of {self.pool}"
-        assert len(self.alive) <= self.sched.max_workers + len(self.killed)
+        assert len(self.alive) <= self.sched.tasks.max_workers + len(self.killed)
 
 
 SchedulerMachine.TestCase.settings = settings(

@@ -179,7 +179,7 @@ class NodeBroker:
             self._worker_gone(wid)
 
     def _watch(self, wid: bytes, pid: int) -> None:
-        if wid not in self.sched.workers:  # killed before it even started
+        if not self.sched.has_worker(wid):  # killed before it even started
             self._kill_pid(pid)
             return
         self.pid_of[wid] = pid
@@ -204,9 +204,9 @@ class NodeBroker:
             for oid, requester in self.fetching.pop(ident, ()):
                 self._owner_died(oid, requester)
         self.known.pop(wid, None)
-        w = self.sched.workers.get(wid)
-        if w is not None and w.leased_to is not None:
-            self._send(w.leased_to, P.LEASE_LOST, wid)
+        client = self.sched.leased_to(wid)
+        if client is not None:
+            self._send(client, P.LEASE_LOST, wid)
         self._do(self.sched.worker_died(wid))
 
     @staticmethod
@@ -287,8 +287,7 @@ class NodeBroker:
                 wid = None
             self._send(ident, P.LEASED, f[0], wid or b"", address)
         elif mtype == P.UNLEASE:
-            w = self.sched.workers.get(f[0])
-            if w is not None and w.leased_to == ident:
+            if self.sched.leased_to(f[0]) == ident:
                 if f[1]:
                     self._do([(S.KILL, f[0])])
                 else:
@@ -327,7 +326,7 @@ class NodeBroker:
             self.drivers[ident] = dict(info, pid=pid)
         elif kind == "worker":
             wid = info.get("worker_id")
-            if wid not in self.sched.workers:
+            if not self.sched.has_worker(wid):
                 self._send(ident, P.SHUTDOWN, "unknown worker")
                 return
             self.ident_of[wid] = ident
@@ -347,12 +346,8 @@ class NodeBroker:
         acts: list = []
         now = time.monotonic()
         for r in results:
-            task_id = r[P.R_TASK]
             if wid is not None:
-                if self.sched.running.get(task_id) == wid:
-                    acts.extend(self.sched.task_done(wid, task_id, now))
-                else:
-                    self.sched.call_done(wid, task_id)
+                acts.extend(self.sched.result(wid, r[P.R_TASK], now))
             by_owner[r[P.R_OWNER]].append(r)
         for owner, rs in by_owner.items():
             self._send(owner, P.RESULTS, rs)
@@ -382,8 +377,7 @@ class NodeBroker:
                 if ident is not None:
                     self._send(ident, P.TASKS, act[2], {})
             elif kind == S.SPAWN:
-                actor = self.sched.actors.get(act[2]) if act[2] else None
-                self.zygote.spawn(act[1], act[2], actor.gpus if actor else [])
+                self.zygote.spawn(act[1], act[2], act[3])
             elif kind == S.KILL:
                 pid = self.pid_of.get(act[1])
                 if pid is not None:
@@ -458,7 +452,7 @@ class NodeBroker:
         self._send(requester, P.OBJECT, oid, requester, P.ERROR, err, None)
 
     def _lookup(self, ident: bytes, actor_id: bytes) -> None:
-        actor = self.sched.actors.get(actor_id)
+        actor = self.sched.actor(actor_id)
         if actor is None or actor.state == S.AState.DEAD:
             why = actor.death if actor is not None else "it is not known on this node"
             self._send(ident, P.ACTOR_ADDR, actor_id, "DEAD", "", self._death_blob(actor_id, why))
