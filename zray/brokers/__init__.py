@@ -12,7 +12,8 @@
                             | DEALER                     | _procs: pipes to the zygote (fork server),
                             v                            | pidfds: worker exits,
                     ROUTER  head broker                  | life pipe: workers die with it
-                    (nodes, actors, named actors, spillback of infeasible work)
+                    (head.py: one handler per message type; _control: nodes, actors,
+                     named actors, control calls; _placement: where spilled work goes)
                     ipc://<session>/head.sock
 
    submit:  owner -> node (SUBMIT, batched) -> worker (TASKS)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 # Amounts are floats (num_cpus=0.5, three tasks of 1/3): a request that needs at
 # most this much more than what is free still fits (rounding, not capacity).
-_ROUNDING = 1e-9
+ROUNDING = 1e-9
 
 
 class Resources:
@@ -26,7 +26,7 @@ class Resources:
         """True if `res` is free now."""
         avail = self.avail
         for k, v in res.items():
-            if v and avail.get(k, 0.0) < v - _ROUNDING:
+            if v and avail.get(k, 0.0) < v - ROUNDING:
                 return False
         return True
 
