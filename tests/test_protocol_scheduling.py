@@ -209,6 +209,56 @@ def test_an_actor_spec_check_actor_accepts_never_breaks_the_scheduler(spec, read
 
 
 
+def _actor(aid: bytes, res: dict, restarts: int = 1) -> list:
+    return P.actor_spec(aid, b"owner", b"cls", b"", res, restarts, 0, 1, None, "ns", False, False,
+                        "Actor", False, None)
+
+
+def test_killing_an_actor_that_never_started_keeps_it_waiting_for_its_resources():
+    """Regression (found by the state machine): zray.kill(a, no_restart=False) of an
+    actor still waiting for its resources, or spilled back because no resource here
+    fits it, "restarted" it at once: a worker was started for it holding nothing,
+    past the resources that kept it waiting (two 1-CPU actors ran on a 1-CPU node)."""
+    sched = S.LocalScheduler({"CPU": 1.0}, 1, 1)
+    sched.start_pool()
+    first, waiting, spilled = b"a" * 16, b"b" * 16, b"c" * 16
+    [(_, first_worker, _, _)] = sched.create_actor(_actor(first, {"CPU": 1.0}))
+    assert sched.create_actor(_actor(waiting, {"CPU": 1.0})) == []   # pending: the CPU is taken
+    assert sched.create_actor(_actor(spilled, {"GPU": 1.0}))[0][0] == S.SPILLBACK
+    for aid in (waiting, spilled):
+        assert sched.kill_actor(aid, False) == [(S.ACTOR_STATE, aid, "RESTARTING", {})]
+        assert sched.actor(aid).state == S.AState.PENDING and sched.actor(aid).worker is None
+        assert sched.actor(aid).restarts_left == 0          # a restart was charged
+    assert sched.avail["CPU"] == 0.0
+    # It starts, with its CPU, once the first actor is gone for good.
+    sched.kill_actor(first, True)
+    acts = sched.worker_died(first_worker)
+    assert [a[2] for a in acts if a[0] == S.SPAWN] == [waiting] and sched.avail["CPU"] == 0.0
+    # With no restart left, killing it before it started ends it.
+    sched.kill_actor(spilled, False)
+    assert sched.actor(spilled).state == S.AState.DEAD
+
+
+def test_a_leased_worker_killed_for_its_client_gets_no_work_before_it_dies():
+    """Regression (found by the state machine): UNLEASE(kill) (a force-cancel of the
+    task on a leased worker) killed the worker behind the scheduler's back, so an
+    UNLEASE its client sent before hearing of the death (the task's result came
+    first) put the dying worker back in the pool, and queued tasks were dispatched
+    to it: they died with it, charged a retry or failed with WorkerCrashedError."""
+    sched = S.LocalScheduler({"CPU": 1.0}, 1, 1)
+    [(_, wid, _, _)] = sched.start_pool()
+    sched.worker_ready(wid, 0.0)
+    assert sched.lease(b"client", {"CPU": 1.0}) == wid
+    assert sched.unlease(wid, 1.0, kill=True) == [(S.KILL, wid)]
+    task = P.task_spec(b"t" * 16, b"owner", b"f", b"", 1, {"CPU": 1.0}, 0, False, "task", None)
+    assert sched.submit([task]) == []                       # waits: the CPU is still held
+    assert sched.unlease(wid, 2.0) == []                     # the client's late give-back
+    assert sched.leased_to(wid) == b"client"                 # told LEASE_LOST at its death
+    acts = sched.worker_died(wid)
+    assert [a[0] for a in acts] == [S.SPAWN] and sched.avail["CPU"] == 1.0
+    assert task[P.T_RETRIES] == 0 and sched.tasks.queued == 1
+
+
 # -- the local scheduler as a state machine --------------------------------------------
 
 EPS = 1e-6

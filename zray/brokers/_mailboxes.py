@@ -219,11 +219,16 @@ class Mailboxes:
         """Start the actor again (it keeps its resources); the calls it was running that
         may run again go back to the front of its mailbox, in their order."""
         actor.restarts_left -= 1
-        actor.state = AState.RESTARTING
         retry = [c for c in inflight if P.spend_retry(c)]
         for c in reversed(retry):
             actor.mailbox.appendleft(c)
         acts: list = [(FAIL, c, ACTOR_DIED, f"the actor died ({why}) while running this call")
                       for c in inflight if c not in retry]
         acts.append((ACTOR_STATE, actor.spec[P.A_ID], "RESTARTING", {}))
+        if actor.state == AState.PENDING:
+            # Killed before it was placed (waiting for resources, or spilled back): there
+            # is no worker to replace, and none may start before its resources are
+            # free; it keeps waiting where it was (a worker started here ran it past them).
+            return acts
+        actor.state = AState.RESTARTING
         return acts + self._start(actor)

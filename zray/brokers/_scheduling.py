@@ -94,8 +94,8 @@ class LocalScheduler:
     def lease(self, client: bytes, res: dict) -> bytes | None:
         return self.tasks.lease(client, res)
 
-    def unlease(self, wid: bytes, now: float) -> list:
-        return self.tasks.unlease(wid, now)
+    def unlease(self, wid: bytes, now: float, kill: bool = False) -> list:
+        return self.tasks.unlease(wid, now, kill)
 
     def leases_of(self, client: bytes) -> list[bytes]:
         return self.tasks.leases_of(client)

@@ -16,7 +16,7 @@ class WState(enum.Enum):
     STARTING = 1
     IDLE = 2
     BUSY = 3
-    DEAD = 5     # told to stop (reaped), its exit not seen yet
+    DEAD = 5     # told to stop (reaped, or killed on its lease), its exit not seen yet
 
 
 class Worker:
@@ -193,7 +193,9 @@ class Tasks:
         its CPU, and hands back the tasks it had not started (they could be the very
         tasks it waits for)."""
         w = self.workers.get(wid)
-        if w is None or w.state != WState.BUSY:
+        # (A leased worker being killed still reports: what it holds stays accounted
+        # the same way until its death gives its lease back.)
+        if w is None or w.state not in (WState.BUSY, WState.DEAD):
             return []
         if returned:
             self._requeue(w, list(returned))
@@ -246,10 +248,17 @@ class Tasks:
         w.held, w.state, w.leased_to = res, WState.BUSY, client
         return wid
 
-    def unlease(self, wid: bytes, now: float) -> list:
+    def unlease(self, wid: bytes, now: float, kill: bool = False) -> list:
+        """The client gives its leased worker back. kill: the node is to kill it (the
+        client force-cancels the task on it); it keeps its lease (and its client, to be
+        told LEASE_LOST) until its death is seen, and a give-back its client sent in the
+        meantime is ignored: it must not be given work."""
         w = self.workers.get(wid)
         if w is None or w.leased_to is None or w.state != WState.BUSY:
             return []
+        if kill:
+            w.state = WState.DEAD
+            return [(KILL, wid)]
         w.leased_to = None
         self._end_lease(w)
         self._now_idle(w, now)
@@ -267,7 +276,7 @@ class Tasks:
             self.starting -= 1
         if wid in self.idle:
             self.idle.remove(wid)
-        if w.state == WState.BUSY:
+        if w.state in (WState.BUSY, WState.DEAD):   # (a reaped idle worker holds nothing)
             self._end_lease(w)
         acts = self._retry_or_fail(w)
         # Keep the pool full. (task_workers() already counts the starting ones:

@@ -249,12 +249,8 @@ class NodeBroker:
         self._send(ident, P.LEASED, f[0], wid or b"", address)
 
     def _on_unlease(self, ident: bytes, f: list) -> None:
-        if self.sched.leased_to(f[0]) != ident:
-            return
-        if f[1]:
-            self._do([(S.KILL, f[0])])
-        else:
-            self._do(self.sched.unlease(f[0], time.monotonic()))
+        if self.sched.leased_to(f[0]) == ident:
+            self._do(self.sched.unlease(f[0], time.monotonic(), kill=bool(f[1])))
 
     def _on_cancel(self, ident: bytes, f: list) -> None:
         self._do(self.sched.cancel(f[0], bool(f[1])))
