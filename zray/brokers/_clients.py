@@ -36,7 +36,9 @@ class Clients:
             self.wid_of.pop(ident, None)
         return ident
 
-    def register(self, func_id, blob) -> None:
+    def on_func(self, ident: bytes, f: list) -> None:
+        """FUNC: a function or class registered by its id, sent to workers as they need it."""
+        func_id, blob = f
         if not isinstance(func_id, bytes) or not isinstance(blob, bytes):
             raise ProtocolError("FUNC wants (bytes, bytes)")
         self.funcs[func_id] = blob

@@ -51,7 +51,7 @@ class NodeBroker:
         self._last_update = 0.0
         self._last_beat = 0.0
         self._client_handlers = {
-            P.SUBMIT: self._on_submit, P.RESULTS: self._on_results, P.FUNC: self._on_func,
+            P.SUBMIT: self._on_submit, P.RESULTS: self._on_results, P.FUNC: self.clients.on_func,
             P.BORROW: self.objects.on_borrow, P.FETCH: self.objects.on_fetch,
             P.OBJECT: self.objects.on_object, P.STORE: self.objects.on_store,
             P.BLOCKED: self._on_blocked, P.CREATE_ACTOR: self._on_create_actor,
@@ -78,10 +78,9 @@ class NodeBroker:
         self.zmq = zmq
         ctx = zmq.Context()
         self.front = ctx.socket(zmq.ROUTER)
-        self.front.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        self.front.setsockopt(zmq.SNDHWM, 0)
-        self.front.setsockopt(zmq.RCVHWM, 0)
-        self.front.setsockopt(zmq.LINGER, 0)
+        for option, value in ((zmq.ROUTER_MANDATORY, 1), (zmq.SNDHWM, 0), (zmq.RCVHWM, 0),
+                              (zmq.LINGER, 0)):
+            self.front.setsockopt(option, value)
         self.front.bind(self.address)
         self.head = ctx.socket(zmq.DEALER)
         self.head.setsockopt(zmq.ROUTING_ID, b"N" + self.node_id)
@@ -214,9 +213,6 @@ class NodeBroker:
         for owner, rs in by_owner.items():
             self._send(owner, P.RESULTS, rs)
         self._do(acts)
-
-    def _on_func(self, ident: bytes, f: list) -> None:
-        self.clients.register(f[0], f[1])
 
     def _on_blocked(self, ident: bytes, f: list) -> None:
         wid = self.clients.wid_of.get(ident)
