@@ -41,6 +41,9 @@ class Config:
     resource_update_s: float = 0.02
     # Extra workers (started while others block in get) idle this long are stopped.
     idle_worker_timeout_s: float = 5.0
+    # A node's shared-memory store holds this many bytes before it spills to disk,
+    # unless the node is given object_store_memory.
+    object_store_bytes: int = 2 << 30
     # Cap on task workers per node, counting those blocked in get().
     max_workers_per_node: int = 64
     # How long init() waits for the brokers to come up.
@@ -49,6 +52,9 @@ class Config:
     stop_grace_s: float = 2.0
     # A task whose resources no node can ever provide is reported after this long.
     infeasible_warning_s: float = 0.5
+    # `zray memory` waits this long for every local process to list its objects, then
+    # answers with the rows it has (a busy or hung process must not hang the command).
+    memory_stats_timeout_s: float = 2.0
     # Async actors run at most this many calls at once unless max_concurrency says.
     async_actor_max_concurrency: int = 1000
 

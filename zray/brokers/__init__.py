@@ -6,11 +6,14 @@
    I/O thread DEALER         I/O thread DEALER         I/O thread DEALER
          \\ ipc://<session>/node.sock  |                     /
           +---------------> ROUTER  node broker  <---------+        one per machine
-                            (LocalScheduler: queues, pool, mailboxes, resources)
-                            | DEALER                     | pipes: zygote (fork server)
-                            v                            | pidfds: worker exits
+                            (node.py: one handler per message type and per action;
+                             _scheduling.LocalScheduler = _resources + _tasks + _mailboxes;
+                             _clients, _objects, _directory, _memstats)
+                            | DEALER                     | _procs: pipes to the zygote (fork server),
+                            v                            | pidfds: worker exits,
                     ROUTER  head broker                  | life pipe: workers die with it
-                    (nodes, actors, named actors, spillback of infeasible work)
+                    (head.py: one handler per message type; _control: nodes, actors,
+                     named actors, control calls; _placement: where spilled work goes)
                     ipc://<session>/head.sock
 
    submit:  owner -> node (SUBMIT, batched) -> worker (TASKS)

@@ -1,0 +1,50 @@
+"""The errors a node broker sends owners instead of results: pickled here (pickling
+is safe; a broker never unpickles), one function per way a task, call or fetch fails."""
+from __future__ import annotations
+
+import pickle
+
+from .. import _protocol as P
+from ..exceptions import (
+    ActorDiedError,
+    OwnerDiedError,
+    RaySystemError,
+    TaskCancelledError,
+    WorkerCrashedError,
+)
+from ._actions import ACTOR_DIED, CANCELLED
+
+
+def failed_result(spec: list, kind: str, why: str, actor_blob: bytes | None) -> list:
+    """The error result of a task or call the scheduler FAILed (kind: _actions' error
+    kinds). actor_blob: the error a dead actor's calls raise, if its worker said."""
+    name = spec[P.T_NAME]
+    if kind == CANCELLED:
+        err = TaskCancelledError(spec[P.T_ID].hex())
+    elif kind == ACTOR_DIED:
+        if actor_blob is not None:
+            return P.error_result(spec, actor_blob)
+        err = ActorDiedError(f"The actor {spec[P.T_ACTOR].hex()} is dead ({why}); "
+                             f"the call {name} cannot run.", spec[P.T_ACTOR].hex())
+    else:
+        err = WorkerCrashedError(f"The worker running task {name} died unexpectedly ({why}) "
+                                 "and it has no retries left (max_retries).")
+    return P.error_result(spec, pickle.dumps(err))
+
+
+def rejected_result(spec) -> list | None:
+    """The error result of a malformed task spec, if the spec says which task and
+    whose (else None: nobody to tell)."""
+    if (type(spec) is list and len(spec) == P.TASK_FIELDS and type(spec[P.T_ID]) is bytes
+            and type(spec[P.T_OWNER]) is bytes):
+        err = RaySystemError(f"The node broker dropped task {spec[P.T_NAME]!r}: its spec is "
+                             "malformed (a bug in zray, or a client of another version).")
+        return P.error_result(spec, pickle.dumps(err))
+    return None
+
+
+def owner_died_blob(oid: bytes) -> bytes:
+    """What a borrower of `oid` gets when its owner died before sending it."""
+    return pickle.dumps(OwnerDiedError(
+        oid.hex(), f"The object {oid.hex()} is lost: the process that owned it (the "
+        "worker that created it with put() or that submitted the task returning it) died."))

@@ -1,0 +1,60 @@
+"""Objects between a node's processes: borrowers' FETCH relayed to owners and OBJECT
+back (a borrower whose owner died gets OwnerDiedError, never a hang), BORROW holds
+relayed, and the shared-memory store's accounting from STORE reports."""
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Callable
+
+from .. import _protocol as P
+from .._object_store import NodeStore
+from ..exceptions import ProtocolError
+from ._failures import owner_died_blob
+
+
+class ObjectRelay:
+    def __init__(self, send: Callable[..., bool], store: NodeStore, store_prefix: str) -> None:
+        self._send = send                       # (ident, type, *fields) -> False if gone
+        self.store = store
+        self._prefix = store_prefix             # segments of this node's session
+        self._fetching: dict[bytes, set] = defaultdict(set)   # owner -> {(oid, requester)}
+
+    # Handlers of the node's client messages: (sender identity, fields).
+    def on_borrow(self, ident: bytes, f: list) -> None:
+        self._send(f[0], P.BORROW, f[0], f[1], f[2])
+
+    def on_fetch(self, ident: bytes, f: list) -> None:
+        oid, owner, requester = f
+        if self._send(owner, P.FETCH, oid, owner, requester):
+            self._fetching[owner].add((oid, requester))   # failed if the owner dies
+        else:
+            self._owner_died(oid, requester)
+
+    def on_object(self, ident: bytes, f: list) -> None:
+        self._fetching.get(ident, set()).discard((f[0], f[1]))
+        self._send(f[1], P.OBJECT, *f)
+
+    def process_gone(self, ident: bytes) -> None:
+        """Whoever waits for an object the process `ident` owned learns that it is lost."""
+        for oid, requester in self._fetching.pop(ident, ()):
+            self._owner_died(oid, requester)
+
+    def _owner_died(self, oid: bytes, requester: bytes) -> None:
+        self._send(requester, P.OBJECT, oid, requester, P.ERROR, owner_died_blob(oid), None)
+
+    def on_store(self, ident: bytes, f: list) -> None:
+        """A process made, freed and used segments: account them, spill if over capacity."""
+        made, freed, used = f
+        for item in made:
+            if type(item) is not list or len(item) != 2 or type(item[0]) is not str \
+                    or type(item[1]) is not int or item[1] < 0:
+                raise ProtocolError("STORE wants [[name, size], ...]")
+            if item[0].startswith(self._prefix):
+                self.store.added(item[0], item[1])
+        for name in freed:
+            if type(name) is str:
+                self.store.freed(name)
+        for name in used:
+            if type(name) is str:
+                self.store.touched(name)
+        self.store.enforce()
