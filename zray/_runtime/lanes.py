@@ -84,7 +84,6 @@ class Lanes:
         self.lease_of: dict[bytes, Lease] = {}      # worker_id -> its lease
         self.node_inflight: dict[tuple, int] = {}   # tasks of a shape sent via the node
         self.task_key: dict[bytes, tuple] = {}      # node-path task -> its shape
-        self.cancelled: set[bytes] = set()
 
     # -- actor calls -------------------------------------------------------------
     def _actor(self, aid: bytes, acts: list) -> ActorLane:
@@ -344,10 +343,7 @@ class Lanes:
         if lease.sync:
             lease.sync = False
             acts.append((ABANDON, spec))
-        if spec[P.T_ID] in self.cancelled:
-            self.cancelled.discard(spec[P.T_ID])
-            acts.append((FAIL, spec, pickle.dumps(TaskCancelledError(spec[P.T_ID].hex()))))
-        elif P.spend_retry(spec):
+        if P.spend_retry(spec):
             key = shape_key(spec[P.T_RES])
             self.node_inflight[key] = self.node_inflight.get(key, 0) + 1
             self.task_key[spec[P.T_ID]] = key
@@ -362,10 +358,18 @@ class Lanes:
         """Cancel a task running on a lease; (False, []) if none is."""
         for lease in self.leases.values():
             if lease.task is not None and lease.task[P.T_ID] == task_id and lease.open:
-                if force:
-                    self.cancelled.add(task_id)
-                    return True, [(NODE, P.UNLEASE, (lease.wid, True))]
-                return True, [(SEND, ("lease", lease.wid), P.CANCEL, (task_id, False))]
+                if not force:
+                    return True, [(SEND, ("lease", lease.wid), P.CANCEL, (task_id, False))]
+                # The node kills the worker: the task fails now, and the lease is gone
+                # at once (a task sent on it before the worker's death is known would
+                # die with it).
+                spec = lease.task
+                acts = [(NODE, P.UNLEASE, (lease.wid, True))]
+                if lease.sync:
+                    acts.append((ABANDON, spec))
+                acts.extend(self._drop(lease))
+                acts.append((FAIL, spec, pickle.dumps(TaskCancelledError(task_id.hex()))))
+                return True, acts
         return False, []
 
     def tick(self, now: float) -> tuple[list, float | None]:
