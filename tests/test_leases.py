@@ -102,3 +102,22 @@ def test_nested_sync_gets_on_one_cpu_complete():
     for _ in range(3):
         assert zray.get(depth.remote(6), timeout=T) == 6
     zray.shutdown()
+
+
+def test_leases_off_sends_every_task_through_the_node(monkeypatch):
+    """lease_linger_s 0 turns leases off. It once routed every task as False in place
+    of its spec: the node dropped them and every get() hung."""
+    from zray._config import CONFIG
+    monkeypatch.setenv("ZRAY_LEASE_LINGER_S", "0")   # the workers
+    linger = CONFIG.lease_linger_s
+    object.__setattr__(CONFIG, "lease_linger_s", 0.0)   # this driver (a frozen dataclass)
+    try:
+        zray.init(num_cpus=1)
+        try:
+            assert [zray.get(ping.remote(), timeout=T) > 0 for _ in range(3)] == [True] * 3
+            assert zray.get([ping.remote() for _ in range(20)], timeout=T)
+            assert not _runtime.current().lanes.leases, "no lease is asked for"
+        finally:
+            zray.shutdown()
+    finally:
+        object.__setattr__(CONFIG, "lease_linger_s", linger)

@@ -66,7 +66,7 @@ class Config:
             raw = os.environ.get("ZRAY_" + field.name.upper())
             if raw is None:
                 continue
-            kind = type(field.default)
+            kind: type = type(field.default)
             try:
                 if kind is bool:
                     values[field.name] = raw.strip().lower() in ("1", "true", "yes", "on")

@@ -65,13 +65,15 @@ class RemoteFunction:
         raise NotImplementedError("zray has no DAG API yet (.bind); call .remote()")
 
     def _ensure_pickled(self) -> tuple[bytes, bytes]:
-        if self._func_id is None:
+        func_id, blob = self._func_id, self._blob   # set together, once
+        if func_id is None or blob is None:
             try:
-                self._func_id, self._blob = S.dumps_function(self._function)
+                func_id, blob = S.dumps_function(self._function)
             except Exception as exc:
                 raise TypeError(S.describe_pickling_error(
                     f"the remote function {self._name}", self._function, exc)) from exc
-        return self._func_id, self._blob
+            self._func_id, self._blob = func_id, blob
+        return func_id, blob
 
     def _remote(self, args: tuple, kwargs: dict, prepared: tuple) -> Any:
         rt = runtime_or_init()

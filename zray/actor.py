@@ -52,11 +52,14 @@ def _method_table(cls: type) -> tuple[dict, bool]:
 class ActorClass:
     """A class made remote: `Cls.remote(*args)` creates an actor and returns its handle."""
 
-    def __init__(self, cls: type, options: dict) -> None:
+    # type[Any], not type: mypy reads cls.__init__ off a bare `type` as an instance's
+    # (unsound); here it is the class's own, unbound, whose signature checks arguments.
+    def __init__(self, cls: type[Any], options: dict) -> None:
         self._cls = cls
         self._name = cls.__name__
         self._options = _options.check(dict(options), _options.ACTOR_OPTIONS, f"actor class {self._name}")
         self._methods, self._is_async = _method_table(cls)
+        self._init_sig: inspect.Signature | None
         try:
             self._init_sig = inspect.signature(cls.__init__)
         except (TypeError, ValueError):

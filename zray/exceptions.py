@@ -78,10 +78,10 @@ def _safe_dict(obj: Any) -> dict:
         return {}
 
 
-_DUAL_CLASSES: dict[type, type] = {}
+_DUAL_CLASSES: dict[type, type[RayTaskError]] = {}
 
 
-def _dual_class(cause_cls: type) -> type:
+def _dual_class(cause_cls: type) -> type[RayTaskError]:
     cls = _DUAL_CLASSES.get(cause_cls)
     if cls is None:
         name = f"RayTaskError({cause_cls.__name__})"

@@ -35,6 +35,8 @@ READY, INIT_FAILED, EXITED = 1, 0, 2   # ACTOR_READY states
 
 
 class ActorHost:
+    spec: list   # the actor's creation spec: set by _create(), before any call runs
+
     def __init__(self, rt: Runtime, address: str, gpus: list) -> None:
         self.rt = rt
         self.address = address          # where callers reach it directly
@@ -44,7 +46,6 @@ class ActorHost:
         # The I/O thread wakes a sync actor's main thread through this eventfd for
         # what comes through the node (the main thread polls it with its socket).
         self.inbox_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-        self.spec: list | None = None
         self.instance: Any = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.pool: ThreadPoolExecutor | None = None
@@ -75,8 +76,9 @@ class ActorHost:
         self._deliver(STOP)
 
     def _deliver(self, item: Any) -> None:
-        if self.loop is not None:
-            self.loop.call_soon_threadsafe(self._start_async_call, item)
+        loop = self.loop
+        if loop is not None:
+            loop.call_soon_threadsafe(self._start_async_call, loop, item)
             return
         self.inbox.put(item)
         try:
@@ -93,9 +95,9 @@ class ActorHost:
             if len(item) == P.ACTOR_FIELDS and self._create(item):
                 break
         if self.loop is not None:
-            self._run_async()
+            self._run_async(self.loop)
         elif self.pool is not None:
-            self._run_pool()
+            self._run_pool(self.pool)
         elif CONFIG.sync_actor_own_socket:
             self._serve_sync()
         else:
@@ -170,41 +172,42 @@ class ActorHost:
             if item is STOP or self._call(item):
                 return
 
-    def _run_pool(self) -> None:
+    def _run_pool(self, pool: ThreadPoolExecutor) -> None:
         while True:
             item = self.inbox.get()
             if item is STOP:
                 break
-            self.pool.submit(self._call, item)
-        self.pool.shutdown(wait=True)
+            pool.submit(self._call, item)
+        pool.shutdown(wait=True)
 
     # -- a sync actor serves its callers' socket itself ----------------------------
     def _serve_sync(self) -> None:
         """Calls from the callers' socket (bound here) and from the node (the inbox), run
         in arrival order on this thread, results sent from here."""
         zctx = zmq.Context(io_threads=1)
-        self.endpoint = Endpoint(zctx, self.address, lambda specs, funcs: self.calls.extend(specs),
-                                 self.ex.cancelled.add, self._on_release)
+        endpoint = self.endpoint = Endpoint(zctx, self.address,
+                                            lambda specs, funcs: self.calls.extend(specs),
+                                            self.ex.cancelled.add, self._on_release)
         poller = zmq.Poller()
-        poller.register(self.endpoint.sock, zmq.POLLIN)
+        poller.register(endpoint.sock, zmq.POLLIN)
         poller.register(self.inbox_fd, zmq.POLLIN)
         self.rt.send(P.ACTOR_READY, self.spec[P.A_ID], READY, self.address)
         try:
-            self._sync_loop(poller)
+            self._sync_loop(poller, endpoint)
         finally:
-            self.endpoint.close()
+            endpoint.close()
             self.endpoint = None
             zctx.term()
 
-    def _sync_loop(self, poller: zmq.Poller) -> None:
+    def _sync_loop(self, poller: zmq.Poller, endpoint: Endpoint) -> None:
         stop = False
         while True:
             stop = self._take_inbox() or stop
-            self.endpoint.read()
+            endpoint.read()
             if self.calls:
                 exiting = self._call(self.calls.popleft())
-                if exiting or not self.calls or self.endpoint.queued >= CONFIG.max_batch:
-                    self._send_replies()
+                if exiting or not self.calls or endpoint.queued >= CONFIG.max_batch:
+                    self._send_replies(endpoint)
                 if exiting:
                     return
                 continue
@@ -232,16 +235,15 @@ class ActorHost:
     def _on_release(self) -> None:
         self.released = True   # the owner's last handle is gone, behind its calls
 
-    def _send_replies(self) -> None:
-        if self.endpoint.queued:
+    def _send_replies(self, endpoint: Endpoint) -> None:
+        if endpoint.queued:
             # Borrows the calls registered (and their output) go out through the I/O
             # thread: they must leave before the results do.
             self.rt.flush_sync()
-            self.endpoint.flush()
+            endpoint.flush()
 
     # -- async actors --------------------------------------------------------------
-    def _run_async(self) -> None:
-        loop = self.loop
+    def _run_async(self, loop: asyncio.AbstractEventLoop) -> None:
         asyncio.set_event_loop(loop)
         self.semaphore = asyncio.Semaphore(self.spec[P.A_MAX_CONCURRENCY])
         self.stop_future = loop.create_future()
@@ -251,17 +253,18 @@ class ActorHost:
                 item = self.inbox.get_nowait()
             except queue.Empty:
                 break
-            loop.call_soon(self._start_async_call, item)
+            loop.call_soon(self._start_async_call, loop, item)
         loop.run_until_complete(self.stop_future)
         for t in list(self.async_tasks.values()):
             t.cancel()
         loop.close()
 
-    def _start_async_call(self, item: Any) -> None:
+    def _start_async_call(self, loop: asyncio.AbstractEventLoop, item: Any) -> None:
+        """Runs on `loop` (self.loop)."""
         if item is STOP:  # end after the calls already here, as a sync actor does
-            self.loop.create_task(self._stop_after(list(self.async_tasks.values())))
+            loop.create_task(self._stop_after(list(self.async_tasks.values())))
             return
-        self.async_tasks[item[P.T_ID]] = self.loop.create_task(self._async_call(item))
+        self.async_tasks[item[P.T_ID]] = loop.create_task(self._async_call(item))
 
     async def _stop_after(self, tasks: list) -> None:
         if tasks:

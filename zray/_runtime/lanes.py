@@ -364,7 +364,7 @@ class Lanes:
                 # at once (a task sent on it before the worker's death is known would
                 # die with it).
                 spec = lease.task
-                acts = [(NODE, P.UNLEASE, (lease.wid, True))]
+                acts: list = [(NODE, P.UNLEASE, (lease.wid, True))]
                 if lease.sync:
                     acts.append((ABANDON, spec))
                 acts.extend(self._drop(lease))
@@ -392,7 +392,8 @@ class Lanes:
 
     def _drop(self, lease: Lease) -> list:
         acts = [(CLOSE, ("lease", lease.wid))] if lease.open else []
-        self.lease_of.pop(lease.wid, None)
+        if lease.wid is not None:   # None while requested or refused: in no lease_of
+            self.lease_of.pop(lease.wid, None)
         self.leases.pop(lease.key, None)
         lease.open, lease.wid = False, None
         return acts
@@ -429,11 +430,14 @@ class Lanes:
         lease = self.leases.get(key)
         if lease is None or not lease.open or lease.task is not None or self.node_inflight.get(key):
             return None
+        wid = lease.wid
+        if wid is None:   # never: an open lease has its worker (this narrows the type)
+            return None
         lease.task, lease.sync = spec, True
         fid = spec[P.T_FUNC]
         first = fid not in lease.funcs
         lease.funcs.add(fid)
-        return lease.address, lease.wid, first
+        return lease.address, wid, first
 
     def sync_task_done(self, wid: bytes, spec: list, now: float) -> list:
         lease = self.lease_of.get(wid)

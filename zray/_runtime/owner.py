@@ -297,7 +297,8 @@ class Owner:
 
     def _split(self, refs: list[ObjectRef], num_returns: int) -> tuple[list, list]:
         lookup = self.table.entries.get
-        ready, not_ready = [], []
+        ready: list[ObjectRef] = []
+        not_ready: list[ObjectRef] = []
         for ref in refs:
             e = lookup(ref._id)
             if e is None:

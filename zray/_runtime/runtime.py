@@ -25,7 +25,7 @@ from .owner import Owner
 from .peers import Peers
 from .submit import Submitter
 from .sync import SyncLane
-from .transport import Op, Transport
+from .transport import Claim, Op, Transport
 
 _log = get_logger("runtime")
 
@@ -81,7 +81,7 @@ class Runtime:
         t = self.t
         t.on_start, t.on_failure, t.on_close = self._on_start, self._on_failure, self._on_close
         t.on_message = self._on_message
-        t.route_task = self.peers.route_task if CONFIG.lease_linger_s > 0 else (lambda spec: False)
+        t.route_task = self.peers.route_task if CONFIG.lease_linger_s > 0 else self._through_node
         t.before_flush = self._before_flush
         t.after_flush = self._after_flush
         t.next_timeout = self.peers.tick
@@ -150,6 +150,12 @@ class Runtime:
             self.t.node.send(P.encode(P.STORE, news, gone, used))
         self.owner.drain_released()
 
+    def _through_node(self, claim: Claim) -> list | None:
+        """route_task with leases off (lease_linger_s 0): every task goes through the node."""
+        with self.peers.lock:   # taken as Peers.route_task takes it (see Claim)
+            spec, claim.spec = claim.spec, None
+        return spec
+
     def _after_flush(self) -> None:
         self.peers.flush()
         if self.endpoint is not None:
@@ -157,15 +163,19 @@ class Runtime:
 
     def _open(self, address: str, bound: threading.Event | None) -> None:
         """Bind the callers' endpoint of this worker on the I/O thread."""
-        self.endpoint = Endpoint(self.t.ctx, address, lambda specs, funcs: self.on_tasks(specs, funcs),
-                                 lambda task_id: self.on_cancel(task_id),
-                                 lambda: self.on_shutdown())
-        self.t.register(self.endpoint.sock, self.endpoint.read)
+        on_tasks, on_cancel, on_shutdown = self.on_tasks, self.on_cancel, self.on_shutdown
+        # worker.main sets a worker's hooks before start(); this runs after, on the I/O thread.
+        assert on_tasks is not None and on_cancel is not None and on_shutdown is not None, \
+            "a worker's hooks are set before its endpoint opens"
+        endpoint = self.endpoint = Endpoint(self.t.ctx, address, on_tasks, on_cancel, on_shutdown)
+        self.t.register(endpoint.sock, endpoint.read)
         if bound is not None:
             bound.set()
 
     def _reply(self, to: bytes, result: list) -> None:
-        self.endpoint.reply(to, result)
+        endpoint = self.endpoint
+        assert endpoint is not None, "REPLY answers a call that came through the endpoint"
+        endpoint.reply(to, result)
 
     # -- the I/O thread: what the node sends -----------------------------------------
     def _on_message(self, mtype: int, fields: list) -> None:
@@ -264,7 +274,7 @@ class Runtime:
     def head_call(self, op: str, args: list, timeout: float | None = 10.0) -> Any:
         """A request to the head broker's control store, through the node."""
         seq = next(self._head_seq)
-        call = [threading.Event(), None, None]
+        call: list = [threading.Event(), None, None]   # event, ok, value or error
         self._head_calls[seq] = call
         self.t.send(P.HEAD_CALL, self.ident, seq, op, args)
         if not call[0].wait(timeout):

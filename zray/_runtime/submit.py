@@ -73,7 +73,7 @@ class Submitter:
             self.blobs[func_id] = blob
             self.t.send(P.FUNC, func_id, blob)
 
-    def serialize_args(self, args: tuple, kwargs: dict, what: str) -> tuple[Any, list, list]:
+    def serialize_args(self, args: tuple | list, kwargs: dict, what: str) -> tuple[Any, list, list]:
         """(blob, deps, held): args pickled with top-level refs replaced by slots."""
         deps = []
         if args:

@@ -90,7 +90,7 @@ class SyncLane:
                 if address is None:
                     return None
                 self.t.calls_done = claim.seq
-                taken = (spec, ("actor", spec[P.T_ACTOR]), address, None, False)
+                taken: tuple = (spec, ("actor", spec[P.T_ACTOR]), address, None, False)
             else:
                 lease = self.lanes.take_task(spec)
                 if lease is None:

@@ -108,6 +108,11 @@ class Transport:
     """The I/O thread, its sockets and its outbox. What it does with messages and
     commands is given to it (handlers); it only moves bytes and calls them."""
 
+    # Made by the I/O thread when it starts (_main), and used by it alone: a socket
+    # belongs to the thread that created it. Nothing touches them before start().
+    ctx: zmq.Context
+    node: zmq.Socket
+
     def __init__(self, address: str, ident: bytes, life_fd: int | None) -> None:
         self.address = address
         self.ident = ident
@@ -126,8 +131,6 @@ class Transport:
         self._call_seq = 0
         self.calls_done = 0   # seq of the last actor call taken (by the I/O or main thread)
         self.thread: threading.Thread | None = None
-        self.ctx: zmq.Context | None = None
-        self.node: zmq.Socket | None = None
         self.poller = zmq.Poller()
         # Set by the runtime before start():
         self.on_message: Callable[[int, list], None] = lambda mtype, fields: None

@@ -71,7 +71,9 @@ class TaskWorker:
     def on_cancel(self, task_id: bytes) -> None:
         self.ex.cancelled.add(task_id)
         if self.ex.current_task == task_id:   # interrupt it (see _on_cancel_signal)
-            signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)
+            main = threading.main_thread().ident
+            assert main is not None   # it runs the task: it has started
+            signal.pthread_kill(main, signal.SIGUSR1)
 
     def on_shutdown(self) -> None:
         self.inbox.put(STOP)

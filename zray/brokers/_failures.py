@@ -11,6 +11,7 @@ from ..exceptions import (
     RaySystemError,
     TaskCancelledError,
     WorkerCrashedError,
+    ZrayError,
 )
 from ._actions import ACTOR_DIED, CANCELLED
 
@@ -19,6 +20,7 @@ def failed_result(spec: list, kind: str, why: str, actor_blob: bytes | None) -> 
     """The error result of a task or call the scheduler FAILed (kind: _actions' error
     kinds). actor_blob: the error a dead actor's calls raise, if its worker said."""
     name = spec[P.T_NAME]
+    err: ZrayError
     if kind == CANCELLED:
         err = TaskCancelledError(spec[P.T_ID].hex())
     elif kind == ACTOR_DIED:

@@ -66,8 +66,8 @@ class WorkerProcesses:
     def handle_fd(self, fd: int) -> bool:
         """Take an event on `fd` if it is one of ours; EOFError if the zygote died."""
         if fd == self._zygote.reply_fd:
-            for wid, pid in self._zygote.read_replies():
-                self._watch(wid, pid)
+            for spawned, pid in self._zygote.read_replies():
+                self._watch(spawned, pid)
             return True
         wid = self._pidfds.pop(fd, None)
         if wid is None:

@@ -62,8 +62,9 @@ class LocalScheduler:
             return self.tasks.worker_died(wid)
         return self.mailboxes.worker_died(wid)
 
-    def has_worker(self, wid: bytes) -> bool:
-        """True from a worker's SPAWN until its death is reported."""
+    def has_worker(self, wid: bytes | None) -> bool:
+        """True from a worker's SPAWN until its death is reported (never for None: a
+        HELLO that names no worker)."""
         return wid in self.tasks.workers or wid in self.mailboxes.by_worker
 
     def leased_to(self, wid: bytes) -> bytes | None:

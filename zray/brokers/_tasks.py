@@ -121,10 +121,11 @@ class Tasks:
         workers when runnable work outnumbers them."""
         dispatch: dict[bytes, list] = {}
         for shape, queue in list(self.queues.items()):
-            res = queue[0][P.T_RES] if queue else None
-            while queue and self.idle and self.res.fits(res):
-                wid = self.idle.popleft()
-                dispatch[wid] = self._lease_tasks(self.workers[wid], queue, res)
+            if queue:
+                res = queue[0][P.T_RES]
+                while queue and self.idle and self.res.fits(res):
+                    wid = self.idle.popleft()
+                    dispatch[wid] = self._lease_tasks(self.workers[wid], queue, res)
             if not queue:
                 del self.queues[shape]
         acts: list = [(DISPATCH, wid, specs) for wid, specs in dispatch.items()]

@@ -180,7 +180,8 @@ class NodeBroker:
         handler(ident, f)
 
     def _on_submit(self, ident: bytes, f: list) -> None:
-        calls, tasks = [], []
+        calls: list = []
+        tasks: list = []
         for spec in f[0]:
             try:
                 P.check_task(spec)
