@@ -121,8 +121,8 @@ class SchedulerMachine(SchedulerModel):
     # -- tasks -------------------------------------------------------------------------
     # A few shapes, repeated, so that leases of several tasks are common; some shapes
     # never fit (CPU 5, GPU 3) and must be spilled back.
-    SHAPES = [(1, 0, 0), (1, 0, 0), (0.5, 0, 0), (0, 0, 0), (1, 1, 0), (0, 0.5, 1), (2, 0, 0),
-              (1, 0, 2), (5, 0, 0), (0, 3, 0)]
+    SHAPES = ((1, 0, 0), (1, 0, 0), (0.5, 0, 0), (0, 0, 0), (1, 1, 0), (0, 0.5, 1), (2, 0, 0),
+              (1, 0, 2), (5, 0, 0), (0, 3, 0))
 
     @rule(batches=st.lists(st.tuples(st.sampled_from(SHAPES), st.integers(1, 5)), min_size=1, max_size=3),
           retries=st.sampled_from([0, 1, 2, -1]))
@@ -305,8 +305,8 @@ class SchedulerMachine(SchedulerModel):
     # -- actors ------------------------------------------------------------------------
     # (cpu, gpu, custom, default_cpu): the default actor needs 1 CPU to be placed and
     # holds none; some never fit here (GPU 3) and are spilled back.
-    ACTOR_SHAPES = [(0, 0, 0, True), (0, 0, 0, True), (1, 0, 0, False), (0, 1, 0, False),
-                    (0, 0, 1, False), (2, 0, 0, False), (0, 0, 0, False), (0, 3, 0, False)]
+    ACTOR_SHAPES = ((0, 0, 0, True), (0, 0, 0, True), (1, 0, 0, False), (0, 1, 0, False),
+                    (0, 0, 1, False), (2, 0, 0, False), (0, 0, 0, False), (0, 3, 0, False))
 
     @rule(shape=st.sampled_from(ACTOR_SHAPES), restarts=st.sampled_from([0, 1, 2, -1]),
           task_retries=st.sampled_from([0, 1, 2, -1]), detached=st.booleans(),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pickle
 from collections import defaultdict
-from typing import Callable
+from collections.abc import Callable
 
 from .. import _protocol as P
 from ..exceptions import ActorDiedError

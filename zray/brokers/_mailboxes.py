@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from typing import Callable
+from collections.abc import Callable
 
 from .. import _protocol as P
 from ._actions import (

@@ -3,7 +3,7 @@ the objects it owns or borrows, gather the rows with where each value lives, and
 answer the requester when all have replied or the deadline passed."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from .. import _protocol as P
 from .._object_store import NodeStore

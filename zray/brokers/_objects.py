@@ -4,7 +4,7 @@ relayed, and the shared-memory store's accounting from STORE reports."""
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Callable
+from collections.abc import Callable
 
 from .. import _protocol as P
 from .._object_store import NodeStore

@@ -7,7 +7,8 @@ import os
 import select
 import signal
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from . import _zygote
 

@@ -160,10 +160,7 @@ class HeadBroker:
 def _demand(spec: list) -> dict:
     """What a spilled task or actor needs of a node (the scheduler's own markers,
     "_"-prefixed, are not resources; an actor's default CPU counts for placement)."""
-    if len(spec) == P.ACTOR_FIELDS:
-        res = actor_demand(spec[P.A_RES])
-    else:
-        res = spec[P.T_RES]
+    res = actor_demand(spec[P.A_RES]) if len(spec) == P.ACTOR_FIELDS else spec[P.T_RES]
     return {k: v for k, v in res.items() if not k.startswith("_")}
 
 

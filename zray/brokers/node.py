@@ -278,7 +278,7 @@ class NodeBroker:
         self.stats.reply(ident, f[0], f[1], kind, pid)
 
     def _on_hello(self, ident: bytes, f: list) -> None:
-        kind, pid, job_id, info = f
+        kind, pid, _job_id, info = f
         if not isinstance(info, dict):
             raise ProtocolError("HELLO info must be a map")
         if kind == "driver":
