@@ -222,7 +222,7 @@ class ActorHost:
     def _take_inbox(self) -> bool:
         """Move the calls that came through the node into the queue; True at STOP."""
         stop = False
-        while True:
+        while not self.inbox.empty():
             try:
                 item = self.inbox.get_nowait()
             except queue.Empty:
@@ -231,6 +231,7 @@ class ActorHost:
                 stop = True
             else:
                 self.calls.append(item)
+        return stop
 
     def _on_release(self) -> None:
         self.released = True   # the owner's last handle is gone, behind its calls

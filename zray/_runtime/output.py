@@ -25,6 +25,8 @@ class Output:
         return len(text)
 
     def flush(self) -> None:
+        if not self._buf:   # called after every task and call: most have printed nothing
+            return
         with self._lock:
             if self._buf:
                 self._emit(self._buf)
