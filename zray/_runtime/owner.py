@@ -296,17 +296,19 @@ class Owner:
         return self._split(refs, num_returns)
 
     def _split(self, refs: list[ObjectRef], num_returns: int) -> tuple[list, list]:
+        """(ready, not ready), in input order; stops looking once num_returns are ready
+        (a loop of wait(num_returns=1) over a long list looks at a few refs a call)."""
         lookup = self.table.entries.get
         ready: list[ObjectRef] = []
         not_ready: list[ObjectRef] = []
-        for ref in refs:
+        for i, ref in enumerate(refs):
+            if len(ready) == num_returns:
+                not_ready.extend(refs[i:])
+                break
             e = lookup(ref._id)
             if e is None:
                 raise ObjectLostError(ref.hex())
-            if e.state != PENDING and len(ready) < num_returns:
-                ready.append(ref)
-            else:
-                not_ready.append(ref)
+            (ready if e.state != PENDING else not_ready).append(ref)
         return ready, not_ready
 
     def future_of(self, ref: ObjectRef) -> concurrent.futures.Future:
