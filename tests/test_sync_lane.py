@@ -172,3 +172,26 @@ def test_lane_keeps_a_bounded_number_of_sockets(cluster):
         assert [zray.get(log.read.remote(), timeout=T) for log in logs] == [[1] * 3] * 3
     finally:
         object.__setattr__(CONFIG, "sync_lane_sockets", limit)
+
+
+def test_a_call_made_after_kill_is_not_sent_past_the_kill(cluster):
+    """The kill is still in the outbox (the I/O thread is held up) when get() could take
+    the call that follows it: it must not, or the call reaches the actor first."""
+    from zray._runtime.transport import Op
+    counter = Log.remote()
+    for _ in range(2):
+        zray.get(counter.add.remote(0), timeout=T)
+    rt = _runtime.current()
+    gate = threading.Event()
+    barrier = rt.t.ops[Op.BARRIER]
+    rt.t.ops[Op.BARRIER] = lambda event: (gate.wait(T), barrier(event))
+    try:
+        rt.t.post(Op.BARRIER, threading.Event())   # the I/O thread waits at the gate
+        zray.kill(counter)
+        ref = counter.add.remote(1)
+        threading.Timer(0.3, gate.set).start()
+        with pytest.raises(ActorDiedError):
+            zray.get(ref, timeout=T)
+    finally:
+        gate.set()
+        rt.t.ops[Op.BARRIER] = barrier

@@ -119,7 +119,8 @@ class Owner:
             if entry is None:
                 continue
             if tell_owner:
-                self.t.outbox.append((Op.NODE, (P.BORROW, (entry.owner, [oid], -1))))
+                # Unnumbered (0): no claim waits for it to be handled.
+                self.t.outbox.append((Op.NODE, (P.BORROW, (entry.owner, [oid], -1)), 0))
             queued = self._free(oid, entry) or tell_owner or queued
         if queued:
             self.t.nudge()
@@ -134,7 +135,7 @@ class Owner:
         if entry.contained:
             self.release_pairs(entry.contained)
         if entry.actor and entry.owned:
-            self.t.outbox.append((Op.RELEASE, (oid,)))
+            self.t.outbox.append((Op.RELEASE, (oid,), 0))
             return True
         return False
 

@@ -43,8 +43,9 @@ class Peers:
         thread took it)."""
         with self.lock:
             spec, claim.spec = claim.spec, None
-            if spec is None:
+            if spec is None:   # the main thread took it (and counted it as handled)
                 return None
+            self.t.handled = claim.seq
             leased, acts = self.lanes.route(spec, time.monotonic())
         if acts:
             self.do(acts)
@@ -53,9 +54,9 @@ class Peers:
     def call(self, claim: Claim) -> None:
         with self.lock:
             spec, claim.spec = claim.spec, None
-            if spec is None:
+            if spec is None:   # the main thread took it (and counted it as handled)
                 return
-            self.t.calls_done = claim.seq
+            self.t.handled = claim.seq
             acts = self.lanes.call(spec)
         self.do(acts)
 

@@ -8,8 +8,9 @@ call 370 -> 190 us on this 2-core VM).
     nothing of this process is unanswered at that peer) -> DEALER send -> poll -> result
 
 Only the main thread has a sync lane (its sockets are closed by shutdown(), which
-runs there). Calls from one caller keep their order: a call is taken only if every
-call posted before it reached the lanes, and lanes.py holds later calls behind it.
+runs there). Calls from one caller keep their order: a call is taken only once the
+I/O thread has handled everything posted before it (an earlier call, a kill, a
+cancel), and lanes.py holds later calls behind it.
 If the peer dies meanwhile, the I/O thread takes the call back (retry or failure)
 and wakes this thread, which then waits the usual way. If get() gives up waiting
 (timeout, Ctrl-C), the socket goes to the I/O thread, which reads the result.
@@ -82,15 +83,12 @@ class SyncLane:
     def _take(self, claim: Claim) -> tuple | None:
         with self.peers.lock:
             spec = claim.spec
-            if spec is None:
-                return None
+            if spec is None or claim.seq != self.t.handled + 1:
+                return None   # the I/O thread took it, or has not handled all before it
             if spec[P.T_ACTOR] is not None:
-                if claim.seq != self.t.calls_done + 1:
-                    return None   # an earlier call is still on its way to the lanes
                 address = self.lanes.take_call(spec)
                 if address is None:
                     return None
-                self.t.calls_done = claim.seq
                 taken: tuple = (spec, ("actor", spec[P.T_ACTOR]), address, None, False)
             else:
                 lease = self.lanes.take_task(spec)
@@ -99,6 +97,7 @@ class SyncLane:
                 address, wid, with_function = lease
                 taken = (spec, ("lease", wid), address, wid, with_function)
             claim.spec = None
+            self.t.handled = claim.seq
         return taken
 
     def _socket(self, peer: tuple, address: str) -> zmq.Socket:

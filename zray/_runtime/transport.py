@@ -45,8 +45,9 @@ class Op(enum.IntEnum):
 class Claim:
     """A task or actor call on its way to the I/O thread, which the main thread may
     still take to send on its own socket when it blocks on the result (sync.py).
-    Whoever takes it sets spec to None, under the lanes lock. seq numbers actor calls
-    in the order they were posted (so that none overtakes an earlier one)."""
+    Whoever takes it sets spec to None, under the lanes lock. seq is its place in the
+    outbox: the main thread takes it only once everything posted before it has been
+    handled (a kill, a cancel or an earlier call must not be overtaken)."""
     __slots__ = ("spec", "seq")
 
     def __init__(self, spec: list) -> None:
@@ -127,9 +128,11 @@ class Transport:
         self._tid = 0
         self.main_tid = threading.main_thread().ident
         self.last_claim: Claim | None = None   # the main thread's latest task or call
-        self._call_lock = threading.Lock()
-        self._call_seq = 0
-        self.calls_done = 0   # seq of the last actor call taken (by the I/O or main thread)
+        # Every queued command is numbered as it is queued; `handled` is the number of
+        # the last one the I/O thread has carried out (or the main thread took).
+        self._post_lock = threading.Lock()
+        self._seq = 0
+        self.handled = 0
         self.thread: threading.Thread | None = None
         self.poller = zmq.Poller()
         # Set by the runtime before start():
@@ -144,24 +147,27 @@ class Transport:
         self.on_close: Callable[[], None] = lambda: None
 
     # -- any thread ----------------------------------------------------------------
+    def _put(self, op: Op, args: tuple) -> int:
+        with self._post_lock:   # numbers in outbox order
+            self._seq += 1
+            self.outbox.append((op, args, self._seq))
+            return self._seq
+
     def post(self, op: Op, *args: Any) -> None:
         """Queue a command for the I/O thread and wake it."""
-        self.outbox.append((op, args))
+        self._put(op, args)
         self.wake()
 
     def post_task(self, spec: list) -> None:
         """Queue a task (lease or node) that the main thread may still claim."""
         claim = Claim(spec)
-        self.outbox.append((Op.TASK, (claim,)))
+        claim.seq = self._put(Op.TASK, (claim,))
         self._wake_or_wait(claim)
 
     def post_call(self, spec: list) -> None:
         """Queue an actor call (to the actor's socket) that the main thread may still claim."""
         claim = Claim(spec)
-        with self._call_lock:   # seq order is outbox order
-            self._call_seq += 1
-            claim.seq = self._call_seq
-            self.outbox.append((Op.CALL, (claim,)))
+        claim.seq = self._put(Op.CALL, (claim,))
         self._wake_or_wait(claim)
 
     def _wake_or_wait(self, claim: Claim) -> None:
@@ -178,7 +184,7 @@ class Transport:
 
     def send(self, mtype: int, *fields: Any) -> None:
         """Queue a message for the node broker."""
-        self.outbox.append((Op.NODE, (mtype, fields)))
+        self._put(Op.NODE, (mtype, fields))
         self.wake()
 
     def wake(self) -> None:
@@ -312,8 +318,8 @@ class Transport:
         out, node, route = self.outbox, self.node, self.route_task
         tasks: list = []
         while out:
-            op, args = out.popleft()
-            if op is Op.TASK:
+            op, args, seq = out.popleft()
+            if op is Op.TASK:   # (peers.route_task counts claims as handled)
                 spec = route(args[0])
                 if spec is not None:   # through the node
                     tasks.append(spec)
@@ -327,18 +333,21 @@ class Transport:
             if op is Op.NODE:
                 mtype, fields = args
                 if mtype == P.RESULTS:
-                    fields = self._merge_results(fields)
+                    fields, seq = self._merge_results(fields, seq)
                 node.send(P.encode(mtype, *fields))
             else:
                 self.ops[op](*args)
+            if seq and op is not Op.CALL:   # (peers.call counts claims as handled)
+                self.handled = seq
         if tasks:
             node.send(P.encode(P.SUBMIT, tasks))
 
-    def _merge_results(self, fields: tuple) -> tuple:
-        """Consecutive RESULTS messages as one."""
+    def _merge_results(self, fields: tuple, seq: int) -> tuple[tuple, int]:
+        """Consecutive RESULTS messages as one; the number of the last one merged."""
         out = self.outbox
         items = list(fields[0])
         while out and out[0][0] is Op.NODE and out[0][1][0] == P.RESULTS \
                 and len(items) < CONFIG.max_batch:
-            items.extend(out.popleft()[1][1][0])
-        return (items,)
+            _op, args, seq = out.popleft()
+            items.extend(args[1][0])
+        return (items,), seq
