@@ -20,6 +20,7 @@ class LocalCluster:
         self.resources = resources
         self.num_workers = num_workers
         self.session_dir = tempfile.mkdtemp(prefix="zray-")   # mode 0700
+        self.node_id = os.urandom(16)
         self.head_address = f"ipc://{self.session_dir}/head.sock"
         self.node_address = f"ipc://{self.session_dir}/node.sock"
         self._procs: list[subprocess.Popen] = []
@@ -39,7 +40,7 @@ class LocalCluster:
                 [sys.executable, "-m", "zray.brokers.head", *common], pass_fds=[life_r], env=env,
                 stdin=subprocess.DEVNULL))
             node_cmd = [sys.executable, "-m", "zray.brokers.node", *common, "--head", self.head_address,
-                        "--resources", json.dumps(self.resources)]
+                        "--resources", json.dumps(self.resources), "--node-id", self.node_id.hex()]
             if self.num_workers is not None:
                 node_cmd += ["--workers", str(self.num_workers)]
             self._procs.append(subprocess.Popen(node_cmd, pass_fds=[life_r], env=env,

@@ -7,7 +7,7 @@ import os
 import threading
 from typing import Any
 
-from . import _context, _runtime
+from . import _context, _runtime, _session
 from ._cluster import LocalCluster
 from ._config import CONFIG
 from .exceptions import RaySystemError
@@ -66,7 +66,7 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
             if num_cpus is not None or num_gpus is not None or resources is not None:
                 raise ValueError("When connecting to an existing cluster, num_cpus, num_gpus and "
                                  "resources must not be given (the cluster has its own).")
-            return _connect(_find_cluster(address), namespace, log_to_driver)
+            return _connect(_session.find(address), namespace, log_to_driver)
         for key, value in (("num_cpus", num_cpus), ("num_gpus", num_gpus)):
             if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)
                                       or value < 0):
@@ -87,7 +87,7 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
         pool = max(1, int(total["CPU"]))
         cluster = LocalCluster(total, pool)
         cluster.start()
-        rt = _runtime.Runtime(cluster.node_address, "driver", os.urandom(4),
+        rt = _runtime.Runtime(cluster.node_address, "driver", os.urandom(4), cluster.node_id,
                               {"log_to_driver": bool(log_to_driver), "namespace": namespace or ""})
         try:
             rt.start(CONFIG.start_timeout_s)
@@ -101,34 +101,15 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
         return _context_of(rt)
 
 
-def _find_cluster(address: str) -> str:
-    """The node socket of a running cluster on this machine: address "auto" (the
-    newest), a session directory, or an ipc:// address."""
-    if address.startswith("ipc://"):
-        return address
-    if address == "auto":
-        import glob
-        import tempfile
-        socks = glob.glob(os.path.join(tempfile.gettempdir(), "zray-*", "node.sock"))
-        if not socks:
-            raise ConnectionError("address='auto': no zray cluster is running on this machine "
-                                  f"(no {tempfile.gettempdir()}/zray-*/node.sock); start one "
-                                  "with zray.init() in another process")
-        return "ipc://" + max(socks, key=os.path.getmtime)
-    if os.path.isdir(address):
-        return "ipc://" + os.path.join(address, "node.sock")
-    raise ValueError(f"address={address!r}: expected 'auto', a zray session directory or an "
-                     "ipc:// address (clusters over tcp are not implemented yet)")
-
-
-def _connect(node_address: str, namespace: str | None, log_to_driver: bool) -> InitContext:
-    """Join a running cluster as one more driver (shutdown() then only disconnects)."""
-    rt = _runtime.Runtime(node_address, "driver", os.urandom(4),
+def _connect(node: _session.NodeInfo, namespace: str | None, log_to_driver: bool) -> InitContext:
+    """Join a running cluster as one more driver, through this machine's node of it
+    (shutdown() then only disconnects)."""
+    rt = _runtime.Runtime(node.address, "driver", os.urandom(4), node.node_id,
                           {"log_to_driver": bool(log_to_driver), "namespace": namespace or ""})
     try:
         rt.start(CONFIG.start_timeout_s)
     except RaySystemError as exc:
-        raise ConnectionError(f"could not connect to the zray cluster at {node_address}: {exc}") from None
+        raise ConnectionError(f"could not connect to the zray cluster at {node.address}: {exc}") from None
     rt.namespace = namespace or _anonymous_namespace()
     rt.job = [rt.job_id, rt.namespace]
     _runtime.set_current(rt)

@@ -97,6 +97,21 @@ class IdSource:
         return self.prefix + _pack_q(next(self._count))
 
 
+# A client's socket identity: its kind (b"D" driver, b"W" worker), the first NODE_TAG
+# bytes of its node's id, then its process's random id prefix. Any node broker can
+# tell from an identity which node the client is attached to, and route to it.
+NODE_TAG = 6
+
+
+def client_ident(kind: bytes, node_id: bytes, prefix: bytes) -> bytes:
+    return kind + node_id[:NODE_TAG] + prefix
+
+
+def node_tag(ident: bytes) -> bytes:
+    """The node tag in a client identity (see client_ident)."""
+    return ident[1:1 + NODE_TAG]
+
+
 def object_id(task_id: bytes, index: int) -> bytes:
     """The id of return value `index` (0-based) of task `task_id`."""
     return task_id + _pack_i(index)

@@ -45,11 +45,12 @@ def set_current(rt: Runtime | None) -> None:
 class Runtime:
     """One per process (driver or worker): see the module docstring."""
 
-    def __init__(self, address: str, kind: str, job_id: bytes, info: dict | None = None,
-                 life_fd: int | None = None, direct_address: str | None = None) -> None:
+    def __init__(self, address: str, kind: str, job_id: bytes, node_id: bytes,
+                 info: dict | None = None, life_fd: int | None = None,
+                 direct_address: str | None = None) -> None:
         self.address, self.kind = address, kind
         self.ids = P.IdSource()
-        self.ident = (b"D" if kind == "driver" else b"W") + self.ids.prefix
+        self.ident = P.client_ident(b"D" if kind == "driver" else b"W", node_id, self.ids.prefix)
         self.info = dict(info or {})
         self.namespace: str = self.info.get("namespace") or ""
         # [job_id, namespace] stamped on every task and actor this process submits;

@@ -115,11 +115,12 @@ class TaskWorker:
             self.rt.send(P.RESULTS, [result])
 
 
-def main(address: str, worker_id: bytes, actor_id: bytes | None, gpus: list, life_fd: int) -> None:
+def main(address: str, node_id: bytes, worker_id: bytes, actor_id: bytes | None, gpus: list,
+         life_fd: int) -> None:
     # Every worker takes calls (actors) or leased tasks on its own socket, next to the
     # node's: a task worker's is bound by its I/O thread now; an actor's once it exists.
     direct = address.rsplit("/", 1)[0] + "/" + worker_id.decode() + ".sock"
-    rt = Runtime(address, "worker", b"", {"worker_id": worker_id}, life_fd=life_fd,
+    rt = Runtime(address, "worker", b"", node_id, {"worker_id": worker_id}, life_fd=life_fd,
                  direct_address=None if actor_id else direct)
     set_current(rt)
     if actor_id is None:

@@ -13,10 +13,10 @@ from typing import Any
 from . import _zygote
 
 
-def _worker_entry(address: str, life_fd: int):
+def _worker_entry(address: str, node_id: bytes, life_fd: int):
     def run(wid: bytes, actor_id: bytes | None, gpus: list) -> None:
         from .._runtime import worker
-        worker.main(address, wid, actor_id, gpus, life_fd)
+        worker.main(address, node_id, wid, actor_id, gpus, life_fd)
     return run
 
 
@@ -31,11 +31,11 @@ class WorkerProcesses:
     """Start with the node (before any zmq context: the zygote is forked here), then
     attach() to the node's poller; handle_fd() takes the fds it registered."""
 
-    def __init__(self, node_address: str) -> None:
+    def __init__(self, node_address: str, node_id: bytes) -> None:
         # The life pipe: workers hold the read end and exit when this process dies.
         life_r, self._life_w = os.pipe()
         os.set_inheritable(self._life_w, False)
-        self._zygote = _zygote.start(_worker_entry(node_address, life_r), [life_r])
+        self._zygote = _zygote.start(_worker_entry(node_address, node_id, life_r), [life_r])
         os.close(life_r)
         self.pid_of: dict[bytes, int] = {}     # worker_id -> pid
         self._pidfds: dict[int, bytes] = {}    # pidfd -> worker_id

@@ -16,6 +16,7 @@ from .. import _protocol as P
 from .._config import CONFIG
 from .._log import get_logger
 from .._object_store import NodeStore, session_tag, sweep
+from .._session import write_node_info
 from ..exceptions import ProtocolError
 from . import _scheduling as S
 from ._clients import Clients
@@ -41,7 +42,7 @@ class NodeBroker:
         self.resources = resources
         capacity = int(resources.get("object_store_memory", 0)) or CONFIG.object_store_bytes
         self.store = NodeStore(session_dir, capacity, self.log)
-        self.procs = WorkerProcesses(self.address)   # forks the zygote: before any socket
+        self.procs = WorkerProcesses(self.address, node_id)   # forks the zygote: before any socket
         self.clients = Clients()
         self.running = True
         self.directory = ActorDirectory(self._send)
@@ -81,6 +82,8 @@ class NodeBroker:
         for option, value in ((zmq.ROUTER_MANDATORY, 1), (zmq.SNDHWM, 0), (zmq.RCVHWM, 0),
                               (zmq.LINGER, 0)):
             self.front.setsockopt(option, value)
+        # node.json first: a driver that finds the socket also finds who to connect as.
+        write_node_info(self.session_dir, self.node_id, self.head_address, "")
         self.front.bind(self.address)
         self.head = ctx.socket(zmq.DEALER)
         self.head.setsockopt(zmq.ROUTING_ID, b"N" + self.node_id)
