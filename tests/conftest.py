@@ -25,12 +25,14 @@ def pytest_unconfigure(config):
     shutil.rmtree(_TMP_ROOT, ignore_errors=True)
 
 
-def zray_pids() -> set[int]:
+def zray_pids(skip_session: str | None = None) -> set[int]:
     """Pids of live zray processes (brokers, zygotes, workers) of this test session:
     their command line names zray.brokers and a session dir under this session's
-    temp root."""
+    temp root. skip_session: not those of that session (a cluster that keeps running,
+    whose pool may still be starting: its workers are not another test's leak)."""
     me = os.getpid()
     root = _TMP_ROOT.encode()
+    skip = skip_session.encode() if skip_session else None
     pids = set()
     for path in glob.glob("/proc/[0-9]*/cmdline"):
         try:
@@ -41,7 +43,8 @@ def zray_pids() -> set[int]:
                 state = f.read().rsplit(")", 1)[1].split()[0]
         except (OSError, ValueError, IndexError):
             continue
-        if pid != me and state != "Z" and b"zray.brokers" in cmd and root in cmd:
+        if pid != me and state != "Z" and b"zray.brokers" in cmd and root in cmd \
+                and (skip is None or skip not in cmd):
             pids.add(pid)
     return pids
 
@@ -71,12 +74,13 @@ def leftovers() -> set[str]:
     return set(glob.glob(os.path.join(tmp, "zray-*"))) | set(glob.glob("/dev/shm/zray*"))
 
 
-def wait_gone(before_pids: set[int], before_files: set[str], timeout: float = 10.0) -> tuple[set, set]:
+def wait_gone(before_pids: set[int], before_files: set[str], timeout: float = 10.0,
+              skip_session: str | None = None) -> tuple[set, set]:
     """New zray processes and files still there after `timeout` (exit is asynchronous
     only for processes already told to stop; shutdown() itself waits for them)."""
     deadline = time.monotonic() + timeout
     while True:
-        pids = zray_pids() - before_pids
+        pids = zray_pids(skip_session) - before_pids
         files = leftovers() - before_files
         if (not pids and not files) or time.monotonic() > deadline:
             return pids, files

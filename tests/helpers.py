@@ -44,13 +44,16 @@ def poll(predicate, timeout=10.0, what="condition"):
 def run_driver(tmp_path, source, timeout=SCRIPT_TIMEOUT, cwd=None, name="driver.py"):
     """Run `source` as a driver script (`__main__`), returning the completed process.
     Fails if the driver's cluster outlives it (the module's own cluster is idle meanwhile)."""
-    before_pids, before_files = zray_pids(), leftovers()
+    # The module's own cluster keeps running (its pool may still be forking workers
+    # when the first test starts): only the driver's sessions count.
+    running = zray._runtime.current().node_info.get("session_dir") if zray.is_initialized() else None
+    before_pids, before_files = zray_pids(running), leftovers()
     script = tmp_path / name
     script.write_text(textwrap.dedent(source))
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
                           timeout=timeout, cwd=str(cwd or tmp_path))
     assert proc.returncode == 0, f"driver failed:\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
-    pids, files = wait_gone(before_pids, before_files)
+    pids, files = wait_gone(before_pids, before_files, skip_session=running)
     assert not pids and not files, f"the driver left zray processes {pids} or files {files}"
     return proc
 
