@@ -145,7 +145,7 @@ def node_field_garbage() -> list[list[bytes]]:
         [e(P.SHUTDOWN, "from a stranger")],              # only drivers may stop a node
         [e(P.WELCOME, b"", {})], [e(P.TASKS, [], {})],   # messages a client never sends
         [e(P.NODE_HELLO, b"", "", {}, {})], [e(P.HEARTBEAT, b"", {}, {})],
-        [e(P.PLACE, [spec()])], [e(P.SPILLBACK, [spec()])], [e(P.HEAD_REPLY, b"", 1, True, 1)],
+        [e(P.PLACE, [spec()], {})], [e(P.SPILLBACK, [spec()], {})], [e(P.HEAD_REPLY, b"", 1, True, 1)],
     ]
 
 
@@ -282,8 +282,8 @@ _spec_like = st.builds(   # cheap fields: nested ones made most specs overrun an
     _amounts, st.binary(min_size=16, max_size=16) | _id)
 _FIELDS = {   # per type, what each field is drawn from (the rest: any value)
     P.SUBMIT: [st.lists(_spec_like, min_size=1, max_size=3)],
-    P.SPILLBACK: [st.lists(_spec_like, min_size=1, max_size=3)],
-    P.PLACE: [st.lists(_spec_like, min_size=1, max_size=3)],
+    P.SPILLBACK: [st.lists(_spec_like, min_size=1, max_size=3), st.just({})],
+    P.PLACE: [st.lists(_spec_like, min_size=1, max_size=3), st.just({})],
     P.CREATE_ACTOR: [_spec_like],
     P.NODE_HELLO: [_id, st.text(max_size=8) | _value, _amounts | _value,
                    st.dictionaries(st.text(max_size=4), _value, max_size=2) | _value],
@@ -371,11 +371,11 @@ def head_field_garbage() -> list[list[bytes]]:
         [e(P.NODE_HELLO, [1], "x", {}, {})], [e(P.NODE_HELLO, b"n", "x", 5, {})],
         [e(P.NODE_HELLO, b"n", "x", {"CPU": "many"}, {})],
         [e(P.HEARTBEAT, b"no-such-node", {}, {})], [e(P.HEARTBEAT, [1], 1, 1)],
-        [e(P.SPILLBACK, 5)], [e(P.SPILLBACK, [5])], [e(P.SPILLBACK, [[1, 2]])],
+        [e(P.SPILLBACK, 5, {})], [e(P.SPILLBACK, [5], {})], [e(P.SPILLBACK, [[1, 2]], {})],
         [e(P.ACTOR_EVENT, [1], "DEAD", {})], [e(P.ACTOR_EVENT, b"a", "DEAD", 5)],
         [e(P.HEAD_CALL, b"", 1, "nope", [])], [e(P.HEAD_CALL, b"", 2, "register_actor", 5)],
         [e(P.HEAD_CALL, b"", 3, "get_actor", [1])], [e(P.HEAD_CALL, b"", 4, "nodes", [])],
-        [e(P.SUBMIT, [])], [e(P.SHUTDOWN, "x")], [e(P.PLACE, [])], [e(P.RESULTS, [])],
+        [e(P.SUBMIT, [])], [e(P.SHUTDOWN, "x")], [e(P.PLACE, [], {})], [e(P.RESULTS, [])],
     ]
 
 
@@ -417,8 +417,8 @@ def test_head_survives_bad_spillback_on_its_timer(quick_head, bad):
     """A spilled task no node fits waits at the head, which warns its owner later (on
     a timer, outside the message handler): a malformed one must not kill it then."""
     with raw_dealer(head_address()) as sock:
-        sock.send(P.encode(P.SPILLBACK, [bad]))
-        sock.send(P.encode(P.SPILLBACK, [_infeasible_probe("after-the-bad-one")]))
+        sock.send(P.encode(P.SPILLBACK, [bad], {}))
+        sock.send(P.encode(P.SPILLBACK, [_infeasible_probe("after-the-bad-one")], {}))
         wait_for_warning(sock, "after-the-bad-one")
         probe(sock)
     assert zray.cluster_resources()["CPU"] == 2
@@ -461,7 +461,7 @@ def test_head_broker_survives_random_frames(quick_head):
     # silent nodes dead (this one last), warn about infeasible tasks.
     with raw_dealer(head_address()) as sock:
         sock.send(P.encode(P.NODE_HELLO, b"silent", "ipc:///nowhere", {"CPU": 1}, {}))
-        sock.send(P.encode(P.SPILLBACK, [_infeasible_probe("the-last-one")]))
+        sock.send(P.encode(P.SPILLBACK, [_infeasible_probe("the-last-one")], {}))
         wait_for_warning(sock, "the-last-one")
         assert wait_until(lambda: any(n["NodeID"] == b"silent".hex() and not n["Alive"]
                                       for n in zray.nodes()), 10)

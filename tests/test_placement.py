@@ -162,11 +162,11 @@ def test_head_places_spilled_work_by_the_policy(cluster):
                                {"queued": queued, "running": 0}))
             probe(sock)
         first, second = spec(T_RES={"big": 1}, T_NAME="first"), spec(T_RES={"big": 1}, T_NAME="second")
-        a.send(P.encode(P.SPILLBACK, [first]))
+        a.send(P.encode(P.SPILLBACK, [first], {}))
         assert _recv_type(c, P.PLACE)[0][0][P.T_NAME] == "first"      # not back to a; c idles
-        a.send(P.encode(P.SPILLBACK, [second]))
+        a.send(P.encode(P.SPILLBACK, [second], {}))
         assert _recv_type(b, P.PLACE)[0][0][P.T_NAME] == "second"     # c's "big" is taken now
-        a.send(P.encode(P.SPILLBACK, [spec(T_RES={"huge": 1}, T_OWNER=b"me", T_NAME="huge")]))
+        a.send(P.encode(P.SPILLBACK, [spec(T_RES={"huge": 1}, T_OWNER=b"me", T_NAME="huge")], {}))
         target, message = _recv_type(a, P.WARN)
         assert target == b"me" and "huge" in message
         assert not c.poll(100, zmq.POLLIN) and not b.poll(0, zmq.POLLIN)

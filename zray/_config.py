@@ -41,6 +41,11 @@ class Config:
     # Node broker -> head broker heartbeat period, and how many missed beats kill a node.
     heartbeat_s: float = 0.5
     heartbeat_misses: int = 10
+    # A node's link to the head retries its connection this often (ms).
+    reconnect_ms: int = 20
+    # A node asked about an actor it does not know asks the head where it lives; the
+    # head answers once the actor is reported, or after this long with none.
+    actor_locate_timeout_s: float = 5.0
     # Resource updates to the head are coalesced to at most one per this period.
     resource_update_s: float = 0.02
     # Extra workers (started while others block in get) idle this long are stopped.

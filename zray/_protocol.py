@@ -65,16 +65,25 @@ STATS = 28         # req_id, rows (None in the request)           node <-> clien
 # node broker <-> head broker
 NODE_HELLO = 30    # node_id, address, resources{}, info{}        node -> head
 HEARTBEAT = 31     # node_id, available{}, load                   node -> head
-SPILLBACK = 32     # [task spec, ...]                             node -> head (tasks it cannot run)
-PLACE = 33         # [task spec, ...]                             head -> node
+SPILLBACK = 32     # [spec, ...], {func_id: blob}                 node -> head (work it cannot run)
+PLACE = 33         # [spec, ...], {func_id: blob}                 head -> node
+                   # (the functions and classes they need go along: the node that runs
+                   # them may never have seen them)
 ACTOR_EVENT = 34   # actor_id, state, info{}                      node -> head
+NODES = 35         # [[node_id, public address, alive], ...]      head -> node (each change)
+PLACED = 36        # actor_id, node_id                            head -> node that spilled it
+RELAY = 37         # client, header                               node -> node
+                   # a client's message its node passed on to the node that handles it
+                   # (the node where the actor it names lives), handled there as if the
+                   # client had sent it itself; replies are routed back by identity
 
 _ARITY = {
     HELLO: 4, WELCOME: 2, SUBMIT: 1, FUNC: 2, TASKS: 2, RESULTS: 1, CREATE_ACTOR: 1,
     BLOCKED: 2, FETCH: 3, OBJECT: 5, BORROW: 3, CANCEL: 2, KILL_ACTOR: 2,
     RELEASE_ACTOR: 2, LOG: 3, WARN: 2, HEAD_CALL: 4, HEAD_REPLY: 4, SHUTDOWN: 1,
     ACTOR_READY: 3, LOOKUP: 1, ACTOR_ADDR: 4, LEASE: 2, LEASED: 3, UNLEASE: 2, LEASE_LOST: 1,
-    STORE: 3, STATS: 2, NODE_HELLO: 4, HEARTBEAT: 3, SPILLBACK: 1, PLACE: 1, ACTOR_EVENT: 3,
+    STORE: 3, STATS: 2, NODE_HELLO: 4, HEARTBEAT: 3, SPILLBACK: 2, PLACE: 2, ACTOR_EVENT: 3,
+    NODES: 1, PLACED: 2, RELAY: 2,
 }
 NAMES = {number: name for name, number in globals().items()
          if isinstance(number, int) and number in _ARITY and name.isupper()}
@@ -263,14 +272,16 @@ def spend_retry(spec: list) -> bool:
 
 
 # -- receiving -----------------------------------------------------------------
-def drain(sock: Any, handle: Callable[..., Any], log: Any, *, routed: bool,
-          limit: int | None = None) -> None:
+def drain(sock: Any, handle: Callable[..., Any], log: Any, *, routed: bool = False,
+          frames: int | None = None, raw: bool = False, limit: int | None = None) -> None:
     """Receive and handle what is waiting on `sock`, at most `limit` messages (so that one
     busy peer cannot starve the other sockets of a loop). routed: a ROUTER socket, whose
     messages are [identity, header] and go to handle(identity, type, fields); else a DEALER
-    (one frame) and handle(type, fields). A malformed message, or one its handler fails on,
-    is dropped and logged: no process dies of what a peer sent."""
-    frames_wanted = 2 if routed else 1
+    (one frame) and handle(type, fields). frames: messages of that many frames, the last
+    the header (handle(*other frames, type, fields)); raw: the header is not decoded
+    (handle(*frames)), for messages only relayed. A malformed message, or one its handler
+    fails on, is dropped and logged: no process dies of what a peer sent."""
+    frames_wanted = frames or (2 if routed else 1)
     for _ in range(limit or CONFIG.drain_limit):
         # Asked first, not found out by a failed recv: its zmq.Again costs ~6 us, and
         # a sync round trip ends two drains with one (flags as ints: pyzmq's enums
@@ -278,19 +289,19 @@ def drain(sock: Any, handle: Callable[..., Any], log: Any, *, routed: bool,
         if sock.closed or not sock.getsockopt(_EVENTS) & _POLLIN:
             return   # (closed: a handler gave a lease back)
         try:
-            frames = [sock.recv(_NOBLOCK)]
+            parts = [sock.recv(_NOBLOCK)]
             while sock.getsockopt(_RCVMORE):
-                frames.append(sock.recv(_NOBLOCK))
+                parts.append(sock.recv(_NOBLOCK))
         except zmq.Again:
             return
         try:
-            if len(frames) != frames_wanted:
-                raise ProtocolError(f"expected {frames_wanted} frames, got {len(frames)}")
-            mtype, fields = decode(frames[-1])
-            if routed:
-                handle(frames[0], mtype, fields)
-            else:
-                handle(mtype, fields)
+            if len(parts) != frames_wanted:
+                raise ProtocolError(f"expected {frames_wanted} frames, got {len(parts)}")
+            if raw:
+                handle(*parts)
+                continue
+            mtype, fields = decode(parts[-1])
+            handle(*parts[:-1], mtype, fields)
         except Exception as exc:  # never die of a message
             log.warning("dropped a bad message", error=repr(exc)[:300])
 

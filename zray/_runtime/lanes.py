@@ -41,7 +41,7 @@ RESOLVING, ALIVE, RESTARTING, DEAD, KILLED = "RESOLVING", "ALIVE", "RESTARTING",
 class ActorLane:
     """This process's view of one actor it calls."""
     __slots__ = ("state", "address", "queue", "inflight", "batch", "error", "release", "stale",
-                 "sync")
+                 "sync", "via_node")
 
     def __init__(self) -> None:
         self.state = RESOLVING
@@ -53,6 +53,9 @@ class ActorLane:
         self.release = False                   # the last handle is gone: end it after the queue
         self.stale = ""                        # the address of an instance killed from here
         self.sync: list | None = None          # the call a user thread sent on its own socket
+        # The actor lives on another node (its address is ""): calls go through the
+        # nodes, whose mailbox there keeps them and retries them, not this lane.
+        self.via_node = False
 
 
 class Lease:
@@ -116,6 +119,8 @@ class Lanes:
 
     @staticmethod
     def _send_calls(aid: bytes, a: ActorLane, specs: list) -> list:
+        if a.via_node:
+            return [(NODE, P.SUBMIT, (specs,))]
         for spec in specs:
             a.inflight[spec[P.T_ID]] = spec
         return [(SEND, ("actor", aid), P.SUBMIT, (specs,))]
@@ -137,11 +142,12 @@ class Lanes:
             return []   # news of the instance this process just killed
         acts: list = []
         peer = ("actor", aid)
-        if a.state != ALIVE or a.address != address:
+        if a.state != ALIVE or a.address != address or a.via_node != (not address):
             if a.address:
                 acts.append((CLOSE, peer))
-            acts.append((OPEN, peer, address))
-            a.address = address
+            if address:
+                acts.append((OPEN, peer, address))
+            a.address, a.via_node = address, not address
         a.state = ALIVE
         if a.sync is None:   # else they stay behind the call on a user thread's socket
             acts.extend(self._send_queue(aid, a))
@@ -154,7 +160,7 @@ class Lanes:
             specs = list(a.queue)
             a.queue.clear()
             acts.extend(self._send_calls(aid, a, specs))
-        if a.release:
+        if a.release and not a.via_node:   # (via a node: the node's release follows the calls)
             acts.append((SEND, ("actor", aid), P.RELEASE_ACTOR, (aid, True)))
         return acts
 
@@ -241,6 +247,8 @@ class Lanes:
             return False, []
         a.release = True
         acts = self.flush()
+        if a.via_node:   # the node's RELEASE_ACTOR travels behind the calls just flushed
+            return False, acts
         if a.state == ALIVE and a.sync is None:   # else it follows that call (sync_call_done)
             acts.append((SEND, ("actor", aid), P.RELEASE_ACTOR, (aid, True)))
         return True, acts
@@ -406,8 +414,8 @@ class Lanes:
         """The actor's address if a user thread may send this call itself (then the
         call counts as sent, and later ones queue until sync_call_done); else None."""
         a = self.actors.get(spec[P.T_ACTOR])
-        if a is None or a.state != ALIVE or a.sync is not None or a.inflight or a.batch \
-                or a.queue or a.release:
+        if a is None or a.state != ALIVE or a.via_node or a.sync is not None or a.inflight \
+                or a.batch or a.queue or a.release:
             return None
         a.sync = spec
         return a.address

@@ -43,6 +43,24 @@ class Clients:
             raise ProtocolError("FUNC wants (bytes, bytes)")
         self.funcs[func_id] = blob
 
+    def add_funcs(self, funcs: dict) -> None:
+        """Functions and classes sent along with work placed here by the head."""
+        if type(funcs) is not dict or not all(type(k) is bytes and type(v) is bytes
+                                              for k, v in funcs.items()):
+            raise ProtocolError("functions must map bytes ids to bytes blobs")
+        self.funcs.update(funcs)
+
+    def funcs_of(self, specs: list) -> dict:
+        """The blobs of the functions and classes `specs` need (work spilled to the head
+        takes them along)."""
+        out = {}
+        for spec in specs:
+            fid = spec[P.A_CLASS] if len(spec) == P.ACTOR_FIELDS else spec[P.T_FUNC]
+            blob = self.funcs.get(fid)
+            if blob is not None:
+                out[fid] = blob
+        return out
+
     def funcs_for(self, wid: bytes, specs: list) -> dict:
         """The function blobs the worker needs for `specs` and was not sent yet."""
         known = self._known[wid]

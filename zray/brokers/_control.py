@@ -32,6 +32,17 @@ class NodeRecord:
         self.death = ""
         self.placed = 0     # work placed here since its last heartbeat
 
+    @property
+    def ip(self) -> str:
+        ip = self.info.get("ip")
+        return ip if type(ip) is str else "127.0.0.1"
+
+    @property
+    def public(self) -> str:
+        """Where other nodes reach it (tcp), "" for a node of an ipc-only cluster."""
+        public = self.info.get("public")
+        return public if type(public) is str else ""
+
     def view(self) -> NodeView:
         return NodeView(self.node_id, self.resources, self.available,
                         _count(self.load, "queued") + self.placed, _count(self.load, "running"),
@@ -50,10 +61,10 @@ class NodeRecord:
         """The node as zray.nodes() lists it (Ray's keys)."""
         return {
             "NodeID": self.node_id.hex(), "Alive": self.alive, "alive": self.alive,
-            "NodeManagerAddress": "127.0.0.1", "NodeManagerHostname": os.uname().nodename,
+            "NodeManagerAddress": self.ip, "NodeManagerHostname": os.uname().nodename,
             "NodeManagerPort": 0, "ObjectManagerPort": 0,
             "ObjectStoreSocketName": self.address, "RayletSocketName": self.address,
-            "MetricsExportPort": 0, "NodeName": "127.0.0.1",
+            "MetricsExportPort": 0, "NodeName": self.ip,
             "DeathReason": 0 if self.alive else 1, "DeathReasonMessage": self.death,
             "Resources": dict(self.resources), "Labels": {}, "Load": self.load,
         }
@@ -108,6 +119,18 @@ class ControlStore:
 
     def views(self) -> list[NodeView]:
         return [n.view() for n in self.nodes.values()]
+
+    def table(self) -> list:
+        """The node table nodes route by: [[node_id, public address, alive], ...]."""
+        return [[n.node_id, n.public, n.alive] for n in self.nodes.values()]
+
+    def actor_node(self, actor_id: bytes) -> str | None:
+        """The node (hex id) an actor was last reported on, if it is not dead."""
+        actor = self.actors.get(actor_id)
+        if actor is None or actor.get("state") == "DEAD":
+            return None
+        node = actor.get("node_id")
+        return node if type(node) is str else None
 
     def largest(self) -> dict:
         """Per resource, the most any live node offers."""

@@ -13,8 +13,11 @@ from ._mailboxes import Actor, AState
 
 
 class ActorDirectory:
-    def __init__(self, send: Callable[..., bool]) -> None:
+    def __init__(self, send: Callable[..., bool], is_local: Callable[[bytes], bool]) -> None:
         self._send = send                                          # (ident, type, *fields)
+        # A caller on another node cannot reach the actor's own (ipc) socket: it is told
+        # an empty address, and sends its calls through the nodes.
+        self._is_local = is_local
         self._fail_blob: dict[bytes, bytes] = {}                   # actor_id -> why its calls fail
         self._subscribers: dict[bytes, set] = defaultdict(set)     # actor_id -> callers to tell
 
@@ -35,7 +38,8 @@ class ActorDirectory:
             return
         self._subscribers[actor_id].add(ident)
         if actor.state == AState.ALIVE:
-            self._send(ident, P.ACTOR_ADDR, actor_id, "ALIVE", actor.address, None)
+            self._send(ident, P.ACTOR_ADDR, actor_id, "ALIVE", self._address(ident, actor.address),
+                       None)
 
     def changed(self, actor_id: bytes, state: str, info: dict) -> None:
         """Tell the actor's callers its new state (see _mailboxes ACTOR_STATE)."""
@@ -48,8 +52,16 @@ class ActorDirectory:
                 self._send(ident, P.ACTOR_ADDR, actor_id, "DEAD", "", blob)
             return
         for ident in list(subs):
-            if not self._send(ident, P.ACTOR_ADDR, actor_id, state, info.get("address", ""), None):
+            address = self._address(ident, info.get("address", ""))
+            if not self._send(ident, P.ACTOR_ADDR, actor_id, state, address, None):
                 subs.discard(ident)
+
+    def _address(self, ident: bytes, address: str) -> str:
+        return address if self._is_local(ident) else ""
+
+    def forget(self, actor_id: bytes) -> list[bytes]:
+        """The actor lives elsewhere now: its subscribers here (to look it up there)."""
+        return list(self._subscribers.pop(actor_id, ()))
 
     def death_blob(self, actor_id: bytes, why: str) -> bytes:
         blob = self._fail_blob.get(actor_id)

@@ -80,6 +80,17 @@ class Mailboxes:
         self.pending.append(aid)
         return self.schedule()
 
+    def forget(self, aid: bytes) -> list:
+        """An actor spilled back from here now lives on another node: drop its record
+        (it holds nothing here) and return the calls its mailbox held, in order."""
+        actor = self.actors.get(aid)
+        if actor is None or actor.state != AState.PENDING or actor.worker is not None:
+            return []
+        del self.actors[aid]
+        calls = list(actor.mailbox)
+        actor.mailbox.clear()
+        return calls
+
     def place(self) -> list:
         """Start pending actors, in order, while the first one's resources fit."""
         acts = []

@@ -105,6 +105,9 @@ class LocalScheduler:
     def create_actor(self, spec: list) -> list:
         return self.mailboxes.create(spec)
 
+    def forget_actor(self, aid: bytes) -> list:
+        return self.mailboxes.forget(aid)
+
     def actor(self, aid: bytes) -> Actor | None:
         return self.mailboxes.actors.get(aid)
 

@@ -8,9 +8,12 @@ import shutil
 import signal
 import sys
 import time
+from typing import Any
 
 from .. import _protocol as P
 from .._config import CONFIG
+from .._keys import ZapHandler, serve, warn_insecure
+from .._keys import load as load_keys
 from .._log import get_logger
 from .._object_store import STORED
 from ..exceptions import ProtocolError
@@ -20,14 +23,22 @@ from ._resources import actor_demand
 
 
 class HeadBroker:
-    def __init__(self, session_dir: str, parent_fd: int | None, cleanup_dir: bool) -> None:
+    def __init__(self, session_dir: str, parent_fd: int | None, cleanup_dir: bool,
+                 tcp: str = "", keys: Any = None) -> None:
         self.session_dir = session_dir
-        self.address = f"ipc://{session_dir}/head.sock"
+        # A cluster's head listens on tcp (CurveZMQ unless keys is None); an embedded
+        # one on its session's ipc socket.
+        self.address = tcp or f"ipc://{session_dir}/head.sock"
+        self.keys = keys
+        self._locating: dict[bytes, list] = {}        # actor_id -> [(ident, client, seq, deadline)]
         self.parent_fd = parent_fd
         self.cleanup_dir = cleanup_dir
         self.log = get_logger("head")
         self.store = ControlStore()
         self.infeasible: list = []                    # [(spec, (from_ident, owner), first_seen, warned)]
+        # The functions and classes spilled work needs, sent along with it to the node
+        # that runs it. (Kept: work held as infeasible is placed later.)
+        self.funcs: dict[bytes, bytes] = {}
         self.running = True
         self._handlers = {
             P.HEARTBEAT: self._on_heartbeat, P.NODE_HELLO: self._on_node_hello,
@@ -39,9 +50,12 @@ class HeadBroker:
         import zmq
         self.zmq = zmq
         ctx = zmq.Context()
+        self.zap = ZapHandler(ctx, self.keys, self.log) if self.keys is not None else None
         self.sock = ctx.socket(zmq.ROUTER)
         self.sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self.sock.setsockopt(zmq.LINGER, 0)
+        if self.keys is not None:
+            serve(self.sock, self.keys)
         try:
             self.sock.bind(self.address)
         except zmq.ZMQError as exc:
@@ -49,6 +63,8 @@ class HeadBroker:
             # up, on a loaded machine): nothing to serve.
             self.log.info("session gone before the head broker started", error=str(exc))
             self.sock.close()
+            if self.zap is not None:
+                self.zap.close()
             ctx.term()
             return
         try:
@@ -57,6 +73,8 @@ class HeadBroker:
             for node in self.store.nodes.values():
                 self._send(node.ident, P.SHUTDOWN, "the head broker is stopping")
             self.sock.close()
+            if self.zap is not None:
+                self.zap.close()
             ctx.term()
             if self.cleanup_dir:
                 shutil.rmtree(self.session_dir, ignore_errors=True)
@@ -64,12 +82,16 @@ class HeadBroker:
     def _loop(self) -> None:
         poller = self.zmq.Poller()
         poller.register(self.sock, self.zmq.POLLIN)
+        if self.zap is not None:
+            poller.register(self.zap.sock, self.zmq.POLLIN)
         if self.parent_fd is not None:
             poller.register(self.parent_fd, self.zmq.POLLIN)
         while self.running:
             events = dict(poller.poll(int(CONFIG.heartbeat_s * 1000)))
             if self.parent_fd is not None and self.parent_fd in events:
                 break
+            if self.zap is not None and self.zap.sock in events:
+                self.zap.handle()
             if self.sock in events:
                 P.drain(self.sock, self._handle, self.log, routed=True)
             self._timers(time.monotonic())
@@ -82,8 +104,12 @@ class HeadBroker:
             return False
 
     def _timers(self, now: float) -> None:
-        for node in self.store.silent_nodes(now, CONFIG.heartbeat_s * CONFIG.heartbeat_misses):
+        dead = self.store.silent_nodes(now, CONFIG.heartbeat_s * CONFIG.heartbeat_misses)
+        for node in dead:
             self.log.warning("node missed its heartbeats", node=node.node_id.hex())
+        if dead:
+            self._broadcast_nodes()
+        self._expire_locating(now)
         for i, (spec, owner, seen, warned) in enumerate(self.infeasible):
             if not warned and now - seen >= CONFIG.infeasible_warning_s:
                 self.infeasible[i] = (spec, owner, seen, True)
@@ -101,10 +127,21 @@ class HeadBroker:
 
     def _on_node_hello(self, ident: bytes, f: list) -> None:
         self.store.node_hello(ident, f, time.monotonic())
+        self._broadcast_nodes()
         self._retry_infeasible()
+
+    def _broadcast_nodes(self) -> None:
+        """Every node learns the node table (where to reach each other) at each change."""
+        table = self.store.table()
+        for node in self.store.nodes.values():
+            if node.alive:
+                self._send(node.ident, P.NODES, table)
 
     def _on_head_call(self, ident: bytes, f: list) -> None:
         client, seq, op, args = f
+        if op == "actor_node":
+            self._locate(ident, client, seq, args)
+            return
         try:
             ok, result = True, self.store.call(op, args)
         except Exception as exc:   # any failure goes back to the caller, as its error
@@ -112,6 +149,9 @@ class HeadBroker:
         self._send(ident, P.HEAD_REPLY, client, seq, ok, result)
 
     def _on_spillback(self, ident: bytes, f: list) -> None:
+        if type(f[0]) is not list or type(f[1]) is not dict:
+            raise ProtocolError("SPILLBACK wants [spec, ...], {func_id: blob}")
+        self.funcs.update({k: v for k, v in f[1].items() if type(k) is bytes and type(v) is bytes})
         for spec in f[0]:
             # Checked here: an infeasible spec is looked at again on a timer (to
             # warn its owner), where a malformed one killed the head.
@@ -124,6 +164,27 @@ class HeadBroker:
 
     def _on_actor_event(self, ident: bytes, f: list) -> None:
         self.store.actor_event(ident, f)
+        for where, client, seq, _deadline in self._locating.pop(f[0], ()):
+            self._send(where, P.HEAD_REPLY, client, seq, True, self.store.actor_node(f[0]))
+
+    # -- where does an actor live? (asked by nodes, answered once it is known) ----------
+    def _locate(self, ident: bytes, client: bytes, seq: int, args: list) -> None:
+        actor_id = args[0] if type(args) is list and len(args) == 1 else None
+        if type(actor_id) is not bytes:
+            raise ProtocolError("actor_node wants [actor_id]")
+        node = self.store.actor_node(actor_id)
+        if node is not None:
+            self._send(ident, P.HEAD_REPLY, client, seq, True, node)
+            return
+        # Not reported yet (its handle can travel faster than its creation's report):
+        # answered when it is, or with none after a while.
+        deadline = time.monotonic() + CONFIG.actor_locate_timeout_s
+        self._locating.setdefault(actor_id, []).append((ident, client, seq, deadline))
+
+    def _expire_locating(self, now: float) -> None:
+        for actor_id in [a for a, w in self._locating.items() if w[0][3] <= now]:
+            for where, client, seq, _deadline in self._locating.pop(actor_id):
+                self._send(where, P.HEAD_REPLY, client, seq, True, None)
 
     # -- placement: decode, ask _placement, send --------------------------------------
     def _place(self, from_ident: bytes, spec: list) -> None:
@@ -139,7 +200,12 @@ class HeadBroker:
             return
         node = self.store.nodes[node_id]
         node.took(demand)
-        self._send(node.ident, P.PLACE, [spec])
+        is_actor = len(spec) == P.ACTOR_FIELDS
+        fid = spec[P.A_CLASS] if is_actor else spec[P.T_FUNC]
+        blob = self.funcs.get(fid)
+        self._send(node.ident, P.PLACE, [spec], {fid: blob} if blob is not None else {})
+        if is_actor:   # what waits for it on the node that spilled it goes there now
+            self._send(from_ident, P.PLACED, spec[P.A_ID], node_id)
 
     def _warn_infeasible(self, spec: list, owner: tuple) -> None:
         is_actor = len(spec) == P.ACTOR_FIELDS
@@ -195,11 +261,24 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--session-dir", required=True)
     ap.add_argument("--parent-fd", type=int, default=None)
     ap.add_argument("--cleanup-dir", action="store_true")
+    ap.add_argument("--host", default="", help="listen on tcp at this address (a cluster)")
+    ap.add_argument("--port", type=int, default=6379, help="the tcp port, with --host")
+    ap.add_argument("--keys", default=None, help="the directory of the cluster's keys")
+    ap.add_argument("--insecure", action="store_true", help="tcp without CurveZMQ (warns)")
     args = ap.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _exit_on_signal)
+    tcp = f"tcp://{args.host}:{args.port}" if args.host else ""
+    keys = None
+    if tcp and args.insecure:
+        warn_insecure(get_logger("head"))
+    elif tcp:
+        if not args.keys:
+            raise SystemExit("a head on tcp needs --keys (the cluster's key directory) or, "
+                             "knowingly, --insecure")
+        keys = load_keys(args.keys)
     try:
-        HeadBroker(args.session_dir, args.parent_fd, args.cleanup_dir).serve()
+        HeadBroker(args.session_dir, args.parent_fd, args.cleanup_dir, tcp, keys).serve()
     except SystemExit:
         pass
     sys.exit(0)

@@ -1,6 +1,7 @@
 """The node broker, one per machine: a thin loop (poll, decode, decide with
 LocalScheduler, carry out its actions) around the ROUTER every local process connects
-to and a DEALER to the head. Run as `python -m zray.brokers.node`."""
+to, a DEALER to the head, and in a cluster its links to the other nodes (_links).
+Run as `python -m zray.brokers.node`."""
 from __future__ import annotations
 
 import argparse
@@ -11,9 +12,12 @@ import signal
 import sys
 import time
 from collections import defaultdict
+from typing import Any
 
 from .. import _protocol as P
 from .._config import CONFIG
+from .._keys import ZapHandler, connect_as_client, warn_insecure
+from .._keys import load as load_keys
 from .._log import get_logger
 from .._object_store import NodeStore, session_tag, sweep
 from .._session import write_node_info
@@ -22,17 +26,23 @@ from . import _scheduling as S
 from ._clients import Clients
 from ._directory import ActorDirectory
 from ._failures import failed_result, rejected_result
+from ._links import NodeLinks
 from ._memstats import MemoryStats
 from ._objects import ObjectRelay
 from ._procs import WorkerProcesses
+from ._remote import RemoteActors
 
 
 class NodeBroker:
     def __init__(self, session_dir: str, head_address: str, resources: dict, pool_size: int,
-                 node_id: bytes, parent_fd: int | None, cleanup_dir: bool) -> None:
+                 node_id: bytes, parent_fd: int | None, cleanup_dir: bool,
+                 keys: Any = None, node_ip: str = "127.0.0.1", port: int = 0) -> None:
         self.session_dir = session_dir
         self.address = f"ipc://{session_dir}/node.sock"
         self.head_address = head_address
+        # A cluster node (its head on tcp) opens a public port for the other nodes.
+        self.clustered = head_address.startswith("tcp://")
+        self.keys, self.node_ip, self.port = keys, node_ip, port
         self.node_id = node_id
         self.parent_fd = parent_fd
         self.cleanup_dir = cleanup_dir
@@ -45,9 +55,12 @@ class NodeBroker:
         self.procs = WorkerProcesses(self.address, node_id)   # forks the zygote: before any socket
         self.clients = Clients()
         self.running = True
-        self.directory = ActorDirectory(self._send)
+        self.directory = ActorDirectory(self._send, lambda ident: self.links.is_local(ident))
         self.stats = MemoryStats(self._send, node_id, self.store)
         self.objects = ObjectRelay(self._send, self.store, f"zray-{session_tag(session_dir)}-")
+        self.remote = RemoteActors(self._relay_to, self._locate_actor, self.log)
+        self._own_calls: dict[int, Any] = {}      # this node's head calls: seq -> callback
+        self._own_seq = 0
         self._last_sent_avail: dict = {}
         self._last_update = 0.0
         self._last_beat = 0.0
@@ -63,8 +76,8 @@ class NodeBroker:
             P.HELLO: self._on_hello, P.SHUTDOWN: self._on_shutdown,
         }
         self._head_handlers = {
-            P.HEAD_REPLY: self._relay, P.WARN: self._relay, P.PLACE: self._on_place,
-            P.SHUTDOWN: self._on_head_shutdown,
+            P.HEAD_REPLY: self._on_head_reply, P.WARN: self._relay, P.PLACE: self._on_place,
+            P.SHUTDOWN: self._on_head_shutdown, P.NODES: self._on_nodes, P.PLACED: self._on_placed,
         }
         self._action_handlers = {
             S.DISPATCH: self._act_dispatch, S.FORWARD: self._act_forward, S.SPAWN: self._act_spawn,
@@ -78,23 +91,32 @@ class NodeBroker:
         import zmq
         self.zmq = zmq
         ctx = zmq.Context()
+        self.zap = ZapHandler(ctx, self.keys, self.log) if self.keys is not None else None
+        self.links = NodeLinks(ctx, self.node_id, self.keys, self.log)
+        public = self.links.bind(self.node_ip, self.port) if self.clustered else ""
         self.front = ctx.socket(zmq.ROUTER)
         for option, value in ((zmq.ROUTER_MANDATORY, 1), (zmq.SNDHWM, 0), (zmq.RCVHWM, 0),
                               (zmq.LINGER, 0)):
             self.front.setsockopt(option, value)
         # node.json first: a driver that finds the socket also finds who to connect as.
-        write_node_info(self.session_dir, self.node_id, self.head_address, "")
+        write_node_info(self.session_dir, self.node_id, self.head_address, public)
         self.front.bind(self.address)
         self.head = ctx.socket(zmq.DEALER)
         self.head.setsockopt(zmq.ROUTING_ID, b"N" + self.node_id)
         self.head.setsockopt(zmq.LINGER, 0)
-        self.head.setsockopt(zmq.RECONNECT_IVL, 20)
+        self.head.setsockopt(zmq.RECONNECT_IVL, CONFIG.reconnect_ms)
+        if self.keys is not None:
+            connect_as_client(self.head, self.keys)
         self.head.connect(self.head_address)
         self.head.send(P.encode(P.NODE_HELLO, self.node_id, self.address, self.resources,
-                                {"pid": os.getpid(), "session_dir": self.session_dir}))
+                                {"pid": os.getpid(), "session_dir": self.session_dir,
+                                 "public": public, "ip": self.node_ip}))
         self.poller = zmq.Poller()
         self.poller.register(self.front, zmq.POLLIN)
         self.poller.register(self.head, zmq.POLLIN)
+        for extra in (self.links.public, self.zap.sock if self.zap is not None else None):
+            if extra is not None:
+                self.poller.register(extra, zmq.POLLIN)
         self.procs.attach(self.poller, zmq.POLLIN, self.sched.has_worker, self._worker_gone)
         if self.parent_fd is not None:
             self.poller.register(self.parent_fd, zmq.POLLIN)
@@ -105,6 +127,9 @@ class NodeBroker:
             self._shutdown()
             self.front.close()
             self.head.close()
+            self.links.close()
+            if self.zap is not None:
+                self.zap.close()
             ctx.term()
             sweep(session_tag(self.session_dir))   # segments nobody freed (owners died)
             if self.cleanup_dir:
@@ -117,16 +142,25 @@ class NodeBroker:
                 P.drain(self.front, self._on_client, self.log, routed=True)
             if self.head in events:
                 P.drain(self.head, self._on_head, self.log, routed=False)
+            if self.links.public is not None and self.links.public in events:
+                self.links.read(self._deliver_relayed, self._on_peer)
+            if self.zap is not None and self.zap.sock in events:
+                self.zap.handle()
             for fd in events:
                 if isinstance(fd, int):
                     self._on_fd(fd)
             self._timers()
 
     def _send(self, ident: bytes, mtype: int, *fields) -> bool:
+        """Send to a client: of this node through the front socket, of another node over
+        the link to it. False if it is gone (ROUTER_MANDATORY) or its node unknown."""
+        header = P.encode(mtype, *fields)
+        if not self.links.is_local(ident):
+            return self.links.to_client(ident, header)
         try:
-            self.front.send_multipart([ident, P.encode(mtype, *fields)])
+            self.front.send_multipart([ident, header])
             return True
-        except self.zmq.ZMQError:  # that peer is gone (ROUTER_MANDATORY)
+        except self.zmq.ZMQError:
             return False
 
     def _to_head(self, mtype: int, *fields) -> None:
@@ -195,6 +229,8 @@ class NodeBroker:
         if tasks:
             self._do(self.sched.submit(tasks))
         for spec in calls:
+            if self._elsewhere(ident, spec[P.T_ACTOR], P.SUBMIT, [spec]):
+                continue
             self._do(self.sched.actor_call(spec))
 
     def _reject_task(self, spec) -> None:
@@ -224,7 +260,13 @@ class NodeBroker:
             self._do(self.sched.blocked(wid, bool(f[0]), f[1] or ()))
 
     def _on_create_actor(self, ident: bytes, f: list) -> None:
-        self._do(self.sched.create_actor(P.check_actor(f[0])))
+        self._created(P.check_actor(f[0]))
+
+    def _created(self, spec: list) -> None:
+        # The head hears of it at once (not only once it is alive), so that a node asked
+        # about it by a client that got its handle early can find it.
+        self._to_head(P.ACTOR_EVENT, spec[P.A_ID], "PENDING", {})
+        self._do(self.sched.create_actor(spec))
 
     def _on_actor_ready(self, ident: bytes, f: list) -> None:
         wid = self.clients.wid_of.get(ident)
@@ -236,7 +278,8 @@ class NodeBroker:
         self._do(self.sched.actor_ready(wid, f[1], address))
 
     def _on_lookup(self, ident: bytes, f: list) -> None:
-        self.directory.lookup(ident, f[0], self.sched.actor(f[0]))
+        if not self._elsewhere(ident, f[0], P.LOOKUP, f[0]):
+            self.directory.lookup(ident, f[0], self.sched.actor(f[0]))
 
     def _on_lease(self, ident: bytes, f: list) -> None:
         if not P.resources_ok(f[1]):
@@ -256,10 +299,85 @@ class NodeBroker:
         self._do(self.sched.cancel(f[0], bool(f[1])))
 
     def _on_kill_actor(self, ident: bytes, f: list) -> None:
-        self._do(self.sched.kill_actor(f[0], bool(f[1])))
+        if not self._elsewhere(ident, f[0], P.KILL_ACTOR, *f):
+            self._do(self.sched.kill_actor(f[0], bool(f[1])))
 
     def _on_release_actor(self, ident: bytes, f: list) -> None:
-        self._do(self.sched.release_actor(f[0], bool(f[1])))
+        if not self._elsewhere(ident, f[0], P.RELEASE_ACTOR, *f):
+            self._do(self.sched.release_actor(f[0], bool(f[1])))
+
+    # -- actors on other nodes -------------------------------------------------------
+    def _elsewhere(self, ident: bytes, actor_id: Any, mtype: int, *fields: Any) -> bool:
+        """True if a client's message about `actor_id` is for another node's actor (it
+        went there, or waits to know where): an actor this node does not host, in a
+        cluster of more than this node."""
+        if type(actor_id) is not bytes:
+            raise ProtocolError("an actor id must be bytes")
+        if self.remote.is_remote(actor_id):
+            self.remote.send(ident, actor_id, mtype, *fields)
+            return True
+        if self.sched.actor(actor_id) is not None or len(self.links.by_tag) < 2:
+            return False
+        self.remote.park(ident, actor_id, mtype, fields)
+        return True
+
+    def _relay_to(self, node_id: bytes, client: bytes, header: bytes) -> bool:
+        return self.links.to_node(node_id, P.encode(P.RELAY, client, header))
+
+    def _locate_actor(self, actor_id: bytes) -> None:
+        """Ask the head where an actor lives (it answers once it knows, or after
+        actor_locate_timeout_s with none); the messages about it wait in self.remote."""
+        def located(ok: bool, node_hex: Any) -> None:
+            here = self.node_id.hex()
+            where = bytes.fromhex(node_hex) if ok and type(node_hex) is str and node_hex != here \
+                else None
+            for client, mtype, fields in self.remote.located(actor_id, where):
+                self._on_client(client, mtype, list(fields))   # not elsewhere: here it is
+        self._own_seq += 1
+        self._own_calls[self._own_seq] = located
+        self._to_head(P.HEAD_CALL, b"N" + self.node_id, self._own_seq, "actor_node", [actor_id])
+
+    def _on_head_reply(self, mtype: int, f: list) -> None:
+        if f[0] == b"N" + self.node_id:   # an answer to this node's own call
+            callback = self._own_calls.pop(f[1], None)
+            if callback is not None:
+                callback(bool(f[2]), f[3])
+            return
+        self._relay(mtype, f)
+
+    def _on_nodes(self, mtype: int, f: list) -> None:
+        if type(f[0]) is not list:
+            raise ProtocolError("NODES wants a list")
+        self.links.set_table(f[0])
+
+    def _on_placed(self, mtype: int, f: list) -> None:
+        """An actor this node spilled back lives on another node now: what waits for it
+        here (calls, lookups) goes there."""
+        actor_id, node_id = f
+        if type(actor_id) is not bytes or type(node_id) is not bytes or node_id == self.node_id:
+            return
+        held, subscribers = self.sched.forget_actor(actor_id), self.directory.forget(actor_id)
+        self.remote.moved(actor_id, node_id)
+        for client in subscribers:
+            self.remote.send(client, actor_id, P.LOOKUP, actor_id)
+        for spec in held:
+            self.remote.send(spec[P.T_OWNER], actor_id, P.SUBMIT, [spec])
+
+    def _deliver_relayed(self, dest: bytes, header: bytes) -> None:
+        """A message another node sent for a client of this node."""
+        try:
+            self.front.send_multipart([dest, header])
+        except self.zmq.ZMQError:
+            pass   # the client is gone
+
+    def _on_peer(self, node_id: bytes, mtype: int, f: list) -> None:
+        """A message from another node for this node: a client's message relayed."""
+        if mtype != P.RELAY or type(f[0]) is not bytes or type(f[1]) is not bytes:
+            raise ProtocolError(f"{P.NAMES[mtype]} is not a message between nodes")
+        inner, fields = P.decode(f[1])
+        if inner not in (P.SUBMIT, P.LOOKUP, P.KILL_ACTOR, P.RELEASE_ACTOR, P.CANCEL):
+            raise ProtocolError(f"{P.NAMES[inner]} is not relayed between nodes")
+        self._on_client(f[0], inner, fields)
 
     def _on_log(self, ident: bytes, f: list) -> None:
         for d, info in self.clients.drivers.items():
@@ -313,9 +431,10 @@ class NodeBroker:
         self._send(f[0], mtype, *f)
 
     def _on_place(self, mtype: int, f: list) -> None:
+        self.clients.add_funcs(f[1])   # what it needs, from the node that spilled it
         for spec in f[0]:
             if len(spec) == P.ACTOR_FIELDS:
-                self._do(self.sched.create_actor(P.check_actor(spec)))
+                self._created(P.check_actor(spec))
             else:
                 self._do(self.sched.submit([P.check_task(spec)]))
 
@@ -368,7 +487,7 @@ class NodeBroker:
         self._to_worker(act[1], P.CANCEL, act[2], False)
 
     def _act_spillback(self, act: tuple) -> None:
-        self._to_head(P.SPILLBACK, act[1])
+        self._to_head(P.SPILLBACK, act[1], self.clients.funcs_of(act[1]))
 
     def _act_actor_state(self, act: tuple) -> None:
         self._to_head(P.ACTOR_EVENT, act[1], act[2], act[3])
@@ -379,6 +498,19 @@ class NodeBroker:
         for d in list(self.clients.drivers):
             self._send(d, P.SHUTDOWN, "the node broker is stopping")
         self.procs.stop(CONFIG.stop_grace_s)
+
+
+def _cluster_keys(args: argparse.Namespace, log: Any) -> Any:
+    """The cluster's keys for a tcp cluster; None for ipc only, or when run --insecure."""
+    if not args.head.startswith("tcp://"):
+        return None
+    if args.insecure:
+        warn_insecure(log)
+        return None
+    if not args.keys:
+        raise SystemExit("a node of a tcp cluster needs --keys (the cluster's key directory) "
+                         "or, knowingly, --insecure")
+    return load_keys(args.keys)
 
 
 def _exit_on_signal(signum, frame):
@@ -395,6 +527,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--parent-fd", type=int, default=None,
                     help="stop when this fd reaches EOF (the starter's life pipe)")
     ap.add_argument("--cleanup-dir", action="store_true", help="remove the session dir on exit")
+    ap.add_argument("--node-ip", default="127.0.0.1", help="the address other nodes reach it at")
+    ap.add_argument("--port", type=int, default=0, help="its tcp port for other nodes (0: any)")
+    ap.add_argument("--keys", default=None, help="the directory of the cluster's keys")
+    ap.add_argument("--insecure", action="store_true", help="tcp without CurveZMQ (warns)")
     args = ap.parse_args(argv)
     resources = json.loads(args.resources)
     pool = args.workers if args.workers is not None else max(1, int(resources.get("CPU", 1)))
@@ -402,7 +538,8 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver's Ctrl-C is not ours
     signal.signal(signal.SIGTERM, _exit_on_signal)
     broker = NodeBroker(args.session_dir, args.head, resources, pool, node_id, args.parent_fd,
-                        args.cleanup_dir)
+                        args.cleanup_dir, _cluster_keys(args, get_logger("node")), args.node_ip,
+                        args.port)
     try:
         broker.serve()
     except SystemExit:
