@@ -91,8 +91,8 @@ def wait_gone(before_pids: set[int], before_files: set[str], timeout: float = 10
 def no_leaks(request):
     """Fail the test if it leaves a zray process or file behind (checked after the
     function-scoped cluster is shut down; module clusters are checked at module end)."""
-    if "shared" in request.fixturenames:
-        yield
+    if "shared" in request.fixturenames or request.node.get_closest_marker("module_cluster"):
+        yield   # the module's cluster is checked when it stops
         return
     before_pids, before_files = zray_pids(), leftovers()
     yield

@@ -29,11 +29,7 @@ class LocalCluster:
     def start(self) -> None:
         life_r, self._life_w = os.pipe()
         os.set_inheritable(self._life_w, False)
-        env = dict(os.environ)
-        env.setdefault("PYTHONUNBUFFERED", "1")
-        code_dir = _script_directory()
-        if code_dir is not None:  # workers are forked from the node broker: they inherit it
-            env["PYTHONPATH"] = os.pathsep.join(filter(None, [code_dir, env.get("PYTHONPATH")]))
+        env = broker_env()   # workers are forked from the node broker: they inherit it
         try:
             common = ["--session-dir", self.session_dir, "--parent-fd", str(life_r), "--cleanup-dir"]
             self._procs.append(subprocess.Popen(
@@ -80,3 +76,43 @@ def _script_directory() -> str | None:
     script_dir = os.path.dirname(os.path.realpath(argv0))
     on_path = {os.path.realpath(p or os.curdir) for p in sys.path}
     return script_dir if script_dir in on_path else None
+
+
+# -- brokers of a cluster (zray start, zray.testing): the command lines -----------------
+def head_argv(session_dir: str, host: str, port: int, keys_dir: str | None,
+              *, ready_fd: int | None = None, parent_fd: int | None = None) -> list[str]:
+    """The head broker of a tcp cluster listening at host:port (keys_dir None: insecure;
+    port 0: any free port, written to ready_fd)."""
+    argv = [sys.executable, "-m", "zray.brokers.head", "--session-dir", session_dir,
+            "--host", host, "--port", str(port)]
+    argv += ["--keys", keys_dir] if keys_dir else ["--insecure"]
+    if ready_fd is not None:
+        argv += ["--ready-fd", str(ready_fd)]
+    if parent_fd is not None:
+        argv += ["--parent-fd", str(parent_fd)]
+    return argv
+
+
+def node_argv(session_dir: str, head: str, resources: dict, node_ip: str, keys_dir: str | None,
+              *, head_node: bool = False, port: int = 0, parent_fd: int | None = None) -> list[str]:
+    """A node broker joining the head at `head` (tcp://host:port), reachable at node_ip."""
+    argv = [sys.executable, "-m", "zray.brokers.node", "--session-dir", session_dir,
+            "--head", head, "--resources", json.dumps(resources), "--node-ip", node_ip,
+            "--port", str(port)]
+    argv += ["--keys", keys_dir] if keys_dir else ["--insecure"]
+    if head_node:
+        argv.append("--head-node")
+    if parent_fd is not None:
+        argv += ["--parent-fd", str(parent_fd)]
+    return argv
+
+
+def broker_env() -> dict:
+    """The environment brokers start with: the driver's, unbuffered, and with the driver
+    script's directory on the path (see _script_directory)."""
+    env = dict(os.environ)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    code_dir = _script_directory()
+    if code_dir is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [code_dir, env.get("PYTHONPATH")]))
+    return env

@@ -7,7 +7,7 @@ import os
 import threading
 from typing import Any
 
-from . import _context, _runtime, _session
+from . import _context, _node_resources, _runtime, _session
 from ._cluster import LocalCluster
 from ._config import CONFIG
 from .exceptions import RaySystemError
@@ -67,23 +67,9 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
                 raise ValueError("When connecting to an existing cluster, num_cpus, num_gpus and "
                                  "resources must not be given (the cluster has its own).")
             return _connect(_session.find(address), namespace, log_to_driver)
-        for key, value in (("num_cpus", num_cpus), ("num_gpus", num_gpus)):
-            if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)
-                                      or value < 0):
-                raise ValueError(f"{key} must be a non-negative number, got {value!r}")
-        if resources is not None and not isinstance(resources, dict):
-            raise TypeError(f"resources must be a dict, got {type(resources).__name__}")
-        total = {"CPU": float(os.cpu_count() or 1 if num_cpus is None else num_cpus)}
-        if num_gpus:
-            total["GPU"] = float(num_gpus)
-        for k, v in (resources or {}).items():
-            if k in ("CPU", "GPU"):
-                raise ValueError(f"use num_cpus/num_gpus instead of resources={{{k!r}: ...}}")
-            total[k] = float(v)
-        total["node:127.0.0.1"] = 1.0            # as Ray: a resource naming the node
-        total["node:__internal_head__"] = 1.0
-        total["memory"] = float(_memory_bytes())
-        total["object_store_memory"] = float(_store_memory(object_store_memory))
+        total = _node_resources.with_defaults(
+            _node_resources.requested(num_cpus, num_gpus, resources, object_store_memory),
+            "127.0.0.1", head=True)
         pool = max(1, int(total["CPU"]))
         cluster = LocalCluster(total, pool)
         cluster.start()
@@ -116,36 +102,8 @@ def _connect(node: _session.NodeInfo, namespace: str | None, log_to_driver: bool
     return _context_of(rt)
 
 
-def _store_memory(requested: Any) -> int:
-    """object_store_memory: as asked, else 30% of RAM bounded by /dev/shm's free space."""
-    if requested is not None:
-        if not isinstance(requested, (int, float)) or isinstance(requested, bool) or requested <= 0:
-            raise ValueError(f"object_store_memory must be a positive number of bytes, got {requested!r}")
-        return int(requested)
-    share = int(_memory_bytes() * 0.3)
-    try:
-        st = os.statvfs("/dev/shm")
-        shm_free = int(st.f_bavail * st.f_frsize * 0.9)
-    except OSError:
-        shm_free = share
-    if shm_free < share:
-        from ._log import get_logger
-        get_logger("init").warning(
-            f"/dev/shm has only {shm_free / 2**30:.1f} GiB free (containers often give 64 MiB); "
-            f"the object store is limited to that and spills to disk beyond it. Give the "
-            "container a larger /dev/shm (docker run --shm-size=...) for speed.")
-    return max(min(share, shm_free), 64 << 20)
-
-
 def _anonymous_namespace() -> str:
     return "anonymous-" + os.urandom(4).hex()
-
-
-def _memory_bytes() -> int:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError):
-        return 8 << 30
 
 
 def _context_of(rt: _runtime.Runtime) -> InitContext:

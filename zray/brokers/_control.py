@@ -124,6 +124,13 @@ class ControlStore:
         """The node table nodes route by: [[node_id, public address, alive], ...]."""
         return [[n.node_id, n.public, n.alive] for n in self.nodes.values()]
 
+    def actor_placed(self, actor_id: bytes, node_id: bytes) -> None:
+        """The head placed an actor on a node: that is where it lives (before the node
+        reports it; a report from the node that spilled it came before and is stale)."""
+        actor = self.actors.setdefault(actor_id, {"name": None, "namespace": None})
+        actor["node_id"] = node_id.hex()
+        actor.setdefault("state", "PENDING")
+
     def actor_node(self, actor_id: bytes) -> str | None:
         """The node (hex id) an actor was last reported on, if it is not dead."""
         actor = self.actors.get(actor_id)

@@ -22,6 +22,7 @@ class RemoteActors:
         self.log = log
         self.where: dict[bytes, bytes] = {}        # actor_id -> node_id
         self._parked: dict[bytes, list] = {}       # actor_id -> [(client, mtype, fields)]
+        self._expected: set[bytes] = set()         # placed here by the head, not arrived yet
 
     def is_remote(self, actor_id: bytes) -> bool:
         return actor_id in self.where
@@ -38,12 +39,26 @@ class RemoteActors:
                              node=node_id.hex())
 
     def park(self, client: bytes, actor_id: bytes, mtype: int, fields: tuple) -> None:
-        """Hold a message about an actor this node does not know until the head answers."""
+        """Hold a message about an actor this node does not know until the head answers
+        (or, if it is expected here, until it arrives)."""
         parked = self._parked.get(actor_id)
         if parked is None:
             parked = self._parked[actor_id] = []
-            self._ask_head(actor_id)
+            if actor_id not in self._expected:
+                self._ask_head(actor_id)
         parked.append((client, mtype, fields))
+
+    def expect_here(self, actor_id: bytes) -> None:
+        """The head placed the actor on this node; its PLACE is on the way: what is
+        parked for it waits for it (arrived())."""
+        self._expected.add(actor_id)
+
+    def arrived(self, actor_id: bytes) -> list:
+        """The actor now lives on this node: forget any other belief; the messages parked
+        for it, to handle here."""
+        self.where.pop(actor_id, None)
+        self._expected.discard(actor_id)
+        return self._parked.pop(actor_id, [])
 
     def located(self, actor_id: bytes, node_id: bytes | None) -> list:
         """The head's answer: the actor lives on `node_id` (another node: the parked

@@ -4,6 +4,7 @@ warning its owner, until a node that fits joins. Run as `python -m zray.brokers.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import signal
 import sys
@@ -24,12 +25,13 @@ from ._resources import actor_demand
 
 class HeadBroker:
     def __init__(self, session_dir: str, parent_fd: int | None, cleanup_dir: bool,
-                 tcp: str = "", keys: Any = None) -> None:
+                 tcp: str = "", keys: Any = None, ready_fd: int | None = None) -> None:
         self.session_dir = session_dir
         # A cluster's head listens on tcp (CurveZMQ unless keys is None); an embedded
         # one on its session's ipc socket.
         self.address = tcp or f"ipc://{session_dir}/head.sock"
         self.keys = keys
+        self.ready_fd = ready_fd                      # told the bound address, then closed
         self._locating: dict[bytes, list] = {}        # actor_id -> [(ident, client, seq, deadline)]
         self.parent_fd = parent_fd
         self.cleanup_dir = cleanup_dir
@@ -57,7 +59,11 @@ class HeadBroker:
         if self.keys is not None:
             serve(self.sock, self.keys)
         try:
-            self.sock.bind(self.address)
+            if self.address.endswith(":0"):   # any free port: the starter learns which
+                host = self.address[:-2]
+                self.address = f"{host}:{self.sock.bind_to_random_port(host)}"
+            else:
+                self.sock.bind(self.address)
         except zmq.ZMQError as exc:
             # The session is already gone (a driver that stopped before this head came
             # up, on a loaded machine): nothing to serve.
@@ -67,6 +73,8 @@ class HeadBroker:
                 self.zap.close()
             ctx.term()
             return
+        if self.ready_fd is not None:
+            _tell(self.ready_fd, self.address)
         try:
             self._loop()
         finally:
@@ -205,7 +213,10 @@ class HeadBroker:
         blob = self.funcs.get(fid)
         self._send(node.ident, P.PLACE, [spec], {fid: blob} if blob is not None else {})
         if is_actor:   # what waits for it on the node that spilled it goes there now
+            self.store.actor_placed(spec[P.A_ID], node_id)
             self._send(from_ident, P.PLACED, spec[P.A_ID], node_id)
+            for where, client, seq, _deadline in self._locating.pop(spec[P.A_ID], ()):
+                self._send(where, P.HEAD_REPLY, client, seq, True, node_id.hex())
 
     def _warn_infeasible(self, spec: list, owner: tuple) -> None:
         is_actor = len(spec) == P.ACTOR_FIELDS
@@ -252,6 +263,16 @@ def _stored_size(value) -> int:
     return 0
 
 
+def _tell(fd: int, text: str) -> None:
+    """Write one line to the starter's readiness pipe and close it."""
+    try:
+        os.write(fd, text.encode() + b"\n")
+    except OSError:
+        pass   # the starter is gone: nobody to tell
+    finally:
+        os.close(fd)
+
+
 def _exit_on_signal(signum, frame):
     raise SystemExit(0)
 
@@ -265,6 +286,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--port", type=int, default=6379, help="the tcp port, with --host")
     ap.add_argument("--keys", default=None, help="the directory of the cluster's keys")
     ap.add_argument("--insecure", action="store_true", help="tcp without CurveZMQ (warns)")
+    ap.add_argument("--ready-fd", type=int, default=None,
+                    help="write the bound address to this fd once listening")
     args = ap.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _exit_on_signal)
@@ -278,7 +301,8 @@ def main(argv: list[str] | None = None) -> None:
                              "knowingly, --insecure")
         keys = load_keys(args.keys)
     try:
-        HeadBroker(args.session_dir, args.parent_fd, args.cleanup_dir, tcp, keys).serve()
+        HeadBroker(args.session_dir, args.parent_fd, args.cleanup_dir, tcp, keys,
+                   args.ready_fd).serve()
     except SystemExit:
         pass
     sys.exit(0)

@@ -19,6 +19,7 @@ from .._config import CONFIG
 from .._keys import ZapHandler, connect_as_client, warn_insecure
 from .._keys import load as load_keys
 from .._log import get_logger
+from .._node_resources import with_defaults
 from .._object_store import NodeStore, session_tag, sweep
 from .._session import write_node_info
 from ..exceptions import ProtocolError
@@ -60,6 +61,7 @@ class NodeBroker:
         self.objects = ObjectRelay(self._send, self.store, f"zray-{session_tag(session_dir)}-")
         self.remote = RemoteActors(self._relay_to, self._locate_actor, self.log)
         self._own_calls: dict[int, Any] = {}      # this node's head calls: seq -> callback
+        self._relayed = False                     # handling a message another node relayed
         self._own_seq = 0
         self._last_sent_avail: dict = {}
         self._last_update = 0.0
@@ -265,8 +267,12 @@ class NodeBroker:
     def _created(self, spec: list) -> None:
         # The head hears of it at once (not only once it is alive), so that a node asked
         # about it by a client that got its handle early can find it.
-        self._to_head(P.ACTOR_EVENT, spec[P.A_ID], "PENDING", {})
+        aid = spec[P.A_ID]
+        self._to_head(P.ACTOR_EVENT, aid, "PENDING", {})
         self._do(self.sched.create_actor(spec))
+        # It lives here now: what other nodes sent about it ahead of it is for it.
+        for client, mtype, fields in self.remote.arrived(aid):
+            self._handle_here(client, aid, mtype, fields)
 
     def _on_actor_ready(self, ident: bytes, f: list) -> None:
         wid = self.clients.wid_of.get(ident)
@@ -310,14 +316,16 @@ class NodeBroker:
     def _elsewhere(self, ident: bytes, actor_id: Any, mtype: int, *fields: Any) -> bool:
         """True if a client's message about `actor_id` is for another node's actor (it
         went there, or waits to know where): an actor this node does not host, in a
-        cluster of more than this node."""
+        cluster of more than this node. A message another node relayed here is never
+        relayed on by what this node believes (two stale beliefs would pass it back and
+        forth): where the actor is, the head says."""
         if type(actor_id) is not bytes:
             raise ProtocolError("an actor id must be bytes")
-        if self.remote.is_remote(actor_id):
-            self.remote.send(ident, actor_id, mtype, *fields)
-            return True
         if self.sched.actor(actor_id) is not None or len(self.links.by_tag) < 2:
             return False
+        if self.remote.is_remote(actor_id) and not self._relayed:
+            self.remote.send(ident, actor_id, mtype, *fields)
+            return True
         self.remote.park(ident, actor_id, mtype, fields)
         return True
 
@@ -328,14 +336,28 @@ class NodeBroker:
         """Ask the head where an actor lives (it answers once it knows, or after
         actor_locate_timeout_s with none); the messages about it wait in self.remote."""
         def located(ok: bool, node_hex: Any) -> None:
-            here = self.node_id.hex()
-            where = bytes.fromhex(node_hex) if ok and type(node_hex) is str and node_hex != here \
-                else None
-            for client, mtype, fields in self.remote.located(actor_id, where):
-                self._on_client(client, mtype, list(fields))   # not elsewhere: here it is
+            where = bytes.fromhex(node_hex) if ok and type(node_hex) is str else None
+            if where == self.node_id and self.sched.actor(actor_id) is None:
+                # Placed here, its PLACE not in yet: the messages wait for it (_created).
+                self.remote.expect_here(actor_id)
+                return
+            for client, mtype, fields in self.remote.located(
+                    actor_id, None if where == self.node_id else where):
+                self._handle_here(client, actor_id, mtype, fields)
         self._own_seq += 1
         self._own_calls[self._own_seq] = located
         self._to_head(P.HEAD_CALL, b"N" + self.node_id, self._own_seq, "actor_node", [actor_id])
+
+    def _handle_here(self, client: bytes, actor_id: bytes, mtype: int, fields: Any) -> None:
+        """A parked message about an actor this node hosts, or that no node has."""
+        if mtype == P.SUBMIT:
+            self._do(self.sched.actor_call(fields[0][0]))
+        elif mtype == P.LOOKUP:
+            self.directory.lookup(client, actor_id, self.sched.actor(actor_id))
+        elif mtype == P.KILL_ACTOR:
+            self._do(self.sched.kill_actor(actor_id, bool(fields[1])))
+        elif mtype == P.RELEASE_ACTOR:
+            self._do(self.sched.release_actor(actor_id, bool(fields[1])))
 
     def _on_head_reply(self, mtype: int, f: list) -> None:
         if f[0] == b"N" + self.node_id:   # an answer to this node's own call
@@ -377,7 +399,11 @@ class NodeBroker:
         inner, fields = P.decode(f[1])
         if inner not in (P.SUBMIT, P.LOOKUP, P.KILL_ACTOR, P.RELEASE_ACTOR, P.CANCEL):
             raise ProtocolError(f"{P.NAMES[inner]} is not relayed between nodes")
-        self._on_client(f[0], inner, fields)
+        self._relayed = True
+        try:
+            self._on_client(f[0], inner, fields)
+        finally:
+            self._relayed = False
 
     def _on_log(self, ident: bytes, f: list) -> None:
         for d, info in self.clients.drivers.items():
@@ -531,8 +557,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--port", type=int, default=0, help="its tcp port for other nodes (0: any)")
     ap.add_argument("--keys", default=None, help="the directory of the cluster's keys")
     ap.add_argument("--insecure", action="store_true", help="tcp without CurveZMQ (warns)")
+    ap.add_argument("--head-node", action="store_true", help="the node on the head's machine")
     args = ap.parse_args(argv)
     resources = json.loads(args.resources)
+    if args.head.startswith("tcp://"):   # a cluster node: what it adds by itself, measured here
+        resources = with_defaults(resources, args.node_ip, args.head_node)
+    os.makedirs(args.session_dir, mode=0o700, exist_ok=True)
     pool = args.workers if args.workers is not None else max(1, int(resources.get("CPU", 1)))
     node_id = bytes.fromhex(args.node_id) if args.node_id else os.urandom(16)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver's Ctrl-C is not ours
