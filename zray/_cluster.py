@@ -94,7 +94,8 @@ def head_argv(session_dir: str, host: str, port: int, keys_dir: str | None,
 
 
 def node_argv(session_dir: str, head: str, resources: dict, node_ip: str, keys_dir: str | None,
-              *, head_node: bool = False, port: int = 0, parent_fd: int | None = None) -> list[str]:
+              *, head_node: bool = False, port: int = 0, parent_fd: int | None = None,
+              ready_fd: int | None = None) -> list[str]:
     """A node broker joining the head at `head` (tcp://host:port), reachable at node_ip."""
     argv = [sys.executable, "-m", "zray.brokers.node", "--session-dir", session_dir,
             "--head", head, "--resources", json.dumps(resources), "--node-ip", node_ip,
@@ -104,6 +105,8 @@ def node_argv(session_dir: str, head: str, resources: dict, node_ip: str, keys_d
         argv.append("--head-node")
     if parent_fd is not None:
         argv += ["--parent-fd", str(parent_fd)]
+    if ready_fd is not None:
+        argv += ["--ready-fd", str(ready_fd)]
     return argv
 
 

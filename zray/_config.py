@@ -43,6 +43,9 @@ class Config:
     heartbeat_misses: int = 10
     # A node's link to the head retries its connection this often (ms).
     reconnect_ms: int = 20
+    # A starting node whose handshakes with the head fail this many times in a row (and
+    # that the head never answered) has the wrong cluster key: it stops and says so.
+    head_handshake_failures: int = 3
     # A node asked about an actor it does not know asks the head where it lives; the
     # head answers once the actor is reported, or after this long with none.
     actor_locate_timeout_s: float = 5.0

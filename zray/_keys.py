@@ -29,6 +29,7 @@ Threat model.
 """
 from __future__ import annotations
 
+import base64
 import dataclasses
 import hmac
 import os
@@ -47,7 +48,10 @@ from ._config import Config
 
 PUBLIC_FILE = "cluster.public"
 SECRET_FILE = "cluster.secret"
-TOKEN_PREFIX = "zray1-"
+# The token: the raw secret in URL-safe base64 (letters, digits, - and _ only), so that
+# it can be pasted into a shell unquoted (Z85's {}&!: cannot: & backgrounds a command).
+TOKEN_PREFIX = "zray2-"
+_TOKEN_CHARS = 43   # 32 bytes in base64 without padding
 # RFC 27 fixes this endpoint: libzmq sends a server socket's ZAP requests to whatever
 # socket of the same zmq context is bound there.
 ZAP_ENDPOINT = "inproc://zeromq.zap.01"
@@ -264,7 +268,8 @@ def token(keys: ClusterKeys) -> str:
     Whoever holds it can join the cluster and run code on it: print it only to the
     user who started the head.
     """
-    return TOKEN_PREFIX + keys.secret.decode("ascii")
+    raw = z85.decode(keys.secret)
+    return TOKEN_PREFIX + base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
 
 def from_token(text: str) -> ClusterKeys:
@@ -278,14 +283,20 @@ def from_token(text: str) -> ClusterKeys:
             f"a cluster token starts with {TOKEN_PREFIX!r}, this one does not: copy the whole token "
             "that `zray start --head` printed")
     body = text[len(TOKEN_PREFIX):]
-    if len(body) != _KEY_CHARS:
+    if len(body) != _TOKEN_CHARS:
         raise ValueError(
-            f"a cluster token has {_KEY_CHARS} characters after {TOKEN_PREFIX!r}, this one has "
+            f"a cluster token has {_TOKEN_CHARS} characters after {TOKEN_PREFIX!r}, this one has "
             f"{len(body)}: it was cut or extended; copy the whole token")
     if not body.isascii():
         raise ValueError("the cluster token has a non-ASCII character: copy the token again")
-    secret = body.encode("ascii")
-    _check_key(secret, "cluster token")
+    for i, ch in enumerate(body):
+        if not (ch.isalnum() or ch in "-_"):
+            raise ValueError(f"character {i + 1} of the cluster token is not one a token has "
+                             "(letters, digits, - and _): copy the token again")
+    raw = base64.urlsafe_b64decode(body + "=")
+    if base64.urlsafe_b64encode(raw).rstrip(b"=").decode() != body:   # its last character
+        raise ValueError("the cluster token's last character is wrong: copy the token again")
+    secret = z85.encode(raw)
     return ClusterKeys(zmq.curve_public(secret), secret)
 
 

@@ -14,8 +14,10 @@ from __future__ import annotations
 import glob
 import json
 import os
+import select
 import stat
 import tempfile
+import time
 from dataclasses import dataclass
 
 NODE_INFO = "node.json"
@@ -45,6 +47,31 @@ def write_node_info(session_dir: str, node_id: bytes, head: str, public: str) ->
         json.dump({"node_id": node_id.hex(), "head": head, "public": public,
                    "pid": os.getpid()}, f)
     os.replace(tmp, path)
+
+
+def tell_ready(fd: int, text: str) -> None:
+    """A broker tells its starter it serves: one line on the starter's pipe, then closed."""
+    try:
+        os.write(fd, text.encode() + b"\n")
+    except OSError:
+        pass   # the starter is gone: nobody to tell
+    finally:
+        os.close(fd)
+
+
+def read_ready(fd: int, timeout: float, what: str) -> str:
+    """The line a broker started with --ready-fd writes once it serves."""
+    data = b""
+    deadline = time.monotonic() + timeout
+    while not data.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            raise TimeoutError(f"{what} did not start within {timeout} s")
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            raise RuntimeError(f"{what} exited before it was ready (see its log)")
+        data += chunk
+    return data.decode().strip()
 
 
 def owned_private_dir(path: str) -> str | None:

@@ -17,7 +17,6 @@ Everything it starts dies with it, or with this process.
 from __future__ import annotations
 
 import os
-import select
 import shutil
 import signal
 import subprocess
@@ -28,7 +27,7 @@ from typing import Any
 
 import zmq
 
-from . import _cluster, _keys, _netns, _node_resources
+from . import _cluster, _keys, _netns, _node_resources, _session
 from . import _protocol as P
 
 __all__ = ["Cluster", "ClusterNode"]
@@ -132,7 +131,7 @@ class Cluster:
         finally:
             os.close(ready_w)
         try:
-            self.head_address = _read_line(ready_r, START_TIMEOUT_S, "the head broker")
+            self.head_address = _session.read_ready(ready_r, START_TIMEOUT_S, "the head broker")
         finally:
             os.close(ready_r)
 
@@ -196,18 +195,3 @@ class Cluster:
 
     def __exit__(self, *exc: object) -> None:
         self.shutdown()
-
-
-def _read_line(fd: int, timeout: float, what: str) -> str:
-    """One line a started process writes to its readiness pipe."""
-    data = b""
-    deadline = time.monotonic() + timeout
-    while not data.endswith(b"\n"):
-        left = deadline - time.monotonic()
-        if left <= 0 or not select.select([fd], [], [], left)[0]:
-            raise TimeoutError(f"{what} did not start within {timeout} s")
-        chunk = os.read(fd, 4096)
-        if not chunk:
-            raise RuntimeError(f"{what} exited before it was ready (see its log above)")
-        data += chunk
-    return data.decode().strip()

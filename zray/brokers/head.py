@@ -4,7 +4,6 @@ warning its owner, until a node that fits joins. Run as `python -m zray.brokers.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import signal
 import sys
@@ -17,6 +16,7 @@ from .._keys import ZapHandler, serve, warn_insecure
 from .._keys import load as load_keys
 from .._log import get_logger
 from .._object_store import STORED
+from .._session import tell_ready
 from ..exceptions import ProtocolError
 from ._control import ControlStore
 from ._placement import pick_node
@@ -74,7 +74,7 @@ class HeadBroker:
             ctx.term()
             return
         if self.ready_fd is not None:
-            _tell(self.ready_fd, self.address)
+            tell_ready(self.ready_fd, self.address)
         try:
             self._loop()
         finally:
@@ -261,16 +261,6 @@ def _stored_size(value) -> int:
             and type(value[2]) is int and value[2] > 0):
         return value[2]
     return 0
-
-
-def _tell(fd: int, text: str) -> None:
-    """Write one line to the starter's readiness pipe and close it."""
-    try:
-        os.write(fd, text.encode() + b"\n")
-    except OSError:
-        pass   # the starter is gone: nobody to tell
-    finally:
-        os.close(fd)
 
 
 def _exit_on_signal(signum, frame):

@@ -21,7 +21,7 @@ from .._keys import load as load_keys
 from .._log import get_logger
 from .._node_resources import with_defaults
 from .._object_store import NodeStore, session_tag, sweep
-from .._session import write_node_info
+from .._session import tell_ready, write_node_info
 from ..exceptions import ProtocolError
 from . import _scheduling as S
 from ._clients import Clients
@@ -29,21 +29,23 @@ from ._directory import ActorDirectory
 from ._failures import failed_result, rejected_result
 from ._links import NodeLinks
 from ._memstats import MemoryStats
+from ._node_cluster import NodeCluster
 from ._objects import ObjectRelay
 from ._procs import WorkerProcesses
-from ._remote import RemoteActors
 
 
 class NodeBroker:
     def __init__(self, session_dir: str, head_address: str, resources: dict, pool_size: int,
                  node_id: bytes, parent_fd: int | None, cleanup_dir: bool,
-                 keys: Any = None, node_ip: str = "127.0.0.1", port: int = 0) -> None:
+                 keys: Any = None, node_ip: str = "127.0.0.1", port: int = 0,
+                 ready_fd: int | None = None) -> None:
         self.session_dir = session_dir
         self.address = f"ipc://{session_dir}/node.sock"
         self.head_address = head_address
         # A cluster node (its head on tcp) opens a public port for the other nodes.
         self.clustered = head_address.startswith("tcp://")
         self.keys, self.node_ip, self.port = keys, node_ip, port
+        self.ready_fd = ready_fd   # told the node's id once it serves, then closed
         self.node_id = node_id
         self.parent_fd = parent_fd
         self.cleanup_dir = cleanup_dir
@@ -59,10 +61,7 @@ class NodeBroker:
         self.directory = ActorDirectory(self._send, lambda ident: self.links.is_local(ident))
         self.stats = MemoryStats(self._send, node_id, self.store)
         self.objects = ObjectRelay(self._send, self.store, f"zray-{session_tag(session_dir)}-")
-        self.remote = RemoteActors(self._relay_to, self._locate_actor, self.log)
-        self._own_calls: dict[int, Any] = {}      # this node's head calls: seq -> callback
-        self._relayed = False                     # handling a message another node relayed
-        self._own_seq = 0
+        self.cluster = NodeCluster(self)
         self._last_sent_avail: dict = {}
         self._last_update = 0.0
         self._last_beat = 0.0
@@ -78,8 +77,9 @@ class NodeBroker:
             P.HELLO: self._on_hello, P.SHUTDOWN: self._on_shutdown,
         }
         self._head_handlers = {
-            P.HEAD_REPLY: self._on_head_reply, P.WARN: self._relay, P.PLACE: self._on_place,
-            P.SHUTDOWN: self._on_head_shutdown, P.NODES: self._on_nodes, P.PLACED: self._on_placed,
+            P.HEAD_REPLY: self.cluster.on_head_reply, P.WARN: self._relay, P.PLACE: self._on_place,
+            P.SHUTDOWN: self._on_head_shutdown, P.NODES: self.cluster.on_nodes,
+            P.PLACED: self.cluster.on_placed,
         }
         self._action_handlers = {
             S.DISPATCH: self._act_dispatch, S.FORWARD: self._act_forward, S.SPAWN: self._act_spawn,
@@ -123,9 +123,16 @@ class NodeBroker:
         if self.parent_fd is not None:
             self.poller.register(self.parent_fd, zmq.POLLIN)
         self._do(self.sched.start_pool())
+        # In a cluster, ready once the head answered (NODES): a wrong key is told then.
+        if self.clustered:
+            self.cluster.watch_head(zmq)
+        elif self.ready_fd is not None:
+            tell_ready(self.ready_fd, self.node_id.hex())
+            self.ready_fd = None
         try:
             self._loop()
         finally:
+            self.cluster.stop_head_monitor()
             self._shutdown()
             self.front.close()
             self.head.close()
@@ -145,9 +152,11 @@ class NodeBroker:
             if self.head in events:
                 P.drain(self.head, self._on_head, self.log, routed=False)
             if self.links.public is not None and self.links.public in events:
-                self.links.read(self._deliver_relayed, self._on_peer)
+                self.links.read(self.cluster.deliver_relayed, self.cluster.on_peer)
             if self.zap is not None and self.zap.sock in events:
                 self.zap.handle()
+            if self.cluster.head_monitor is not None and self.cluster.head_monitor in events:
+                self.cluster.on_head_monitor()
             for fd in events:
                 if isinstance(fd, int):
                     self._on_fd(fd)
@@ -231,7 +240,7 @@ class NodeBroker:
         if tasks:
             self._do(self.sched.submit(tasks))
         for spec in calls:
-            if self._elsewhere(ident, spec[P.T_ACTOR], P.SUBMIT, [spec]):
+            if self.cluster.elsewhere(ident, spec[P.T_ACTOR], P.SUBMIT, [spec]):
                 continue
             self._do(self.sched.actor_call(spec))
 
@@ -271,8 +280,7 @@ class NodeBroker:
         self._to_head(P.ACTOR_EVENT, aid, "PENDING", {})
         self._do(self.sched.create_actor(spec))
         # It lives here now: what other nodes sent about it ahead of it is for it.
-        for client, mtype, fields in self.remote.arrived(aid):
-            self._handle_here(client, aid, mtype, fields)
+        self.cluster.arrived(aid)
 
     def _on_actor_ready(self, ident: bytes, f: list) -> None:
         wid = self.clients.wid_of.get(ident)
@@ -284,7 +292,7 @@ class NodeBroker:
         self._do(self.sched.actor_ready(wid, f[1], address))
 
     def _on_lookup(self, ident: bytes, f: list) -> None:
-        if not self._elsewhere(ident, f[0], P.LOOKUP, f[0]):
+        if not self.cluster.elsewhere(ident, f[0], P.LOOKUP, f[0]):
             self.directory.lookup(ident, f[0], self.sched.actor(f[0]))
 
     def _on_lease(self, ident: bytes, f: list) -> None:
@@ -305,105 +313,12 @@ class NodeBroker:
         self._do(self.sched.cancel(f[0], bool(f[1])))
 
     def _on_kill_actor(self, ident: bytes, f: list) -> None:
-        if not self._elsewhere(ident, f[0], P.KILL_ACTOR, *f):
+        if not self.cluster.elsewhere(ident, f[0], P.KILL_ACTOR, *f):
             self._do(self.sched.kill_actor(f[0], bool(f[1])))
 
     def _on_release_actor(self, ident: bytes, f: list) -> None:
-        if not self._elsewhere(ident, f[0], P.RELEASE_ACTOR, *f):
+        if not self.cluster.elsewhere(ident, f[0], P.RELEASE_ACTOR, *f):
             self._do(self.sched.release_actor(f[0], bool(f[1])))
-
-    # -- actors on other nodes -------------------------------------------------------
-    def _elsewhere(self, ident: bytes, actor_id: Any, mtype: int, *fields: Any) -> bool:
-        """True if a client's message about `actor_id` is for another node's actor (it
-        went there, or waits to know where): an actor this node does not host, in a
-        cluster of more than this node. A message another node relayed here is never
-        relayed on by what this node believes (two stale beliefs would pass it back and
-        forth): where the actor is, the head says."""
-        if type(actor_id) is not bytes:
-            raise ProtocolError("an actor id must be bytes")
-        if self.sched.actor(actor_id) is not None or len(self.links.by_tag) < 2:
-            return False
-        if self.remote.is_remote(actor_id) and not self._relayed:
-            self.remote.send(ident, actor_id, mtype, *fields)
-            return True
-        self.remote.park(ident, actor_id, mtype, fields)
-        return True
-
-    def _relay_to(self, node_id: bytes, client: bytes, header: bytes) -> bool:
-        return self.links.to_node(node_id, P.encode(P.RELAY, client, header))
-
-    def _locate_actor(self, actor_id: bytes) -> None:
-        """Ask the head where an actor lives (it answers once it knows, or after
-        actor_locate_timeout_s with none); the messages about it wait in self.remote."""
-        def located(ok: bool, node_hex: Any) -> None:
-            where = bytes.fromhex(node_hex) if ok and type(node_hex) is str else None
-            if where == self.node_id and self.sched.actor(actor_id) is None:
-                # Placed here, its PLACE not in yet: the messages wait for it (_created).
-                self.remote.expect_here(actor_id)
-                return
-            for client, mtype, fields in self.remote.located(
-                    actor_id, None if where == self.node_id else where):
-                self._handle_here(client, actor_id, mtype, fields)
-        self._own_seq += 1
-        self._own_calls[self._own_seq] = located
-        self._to_head(P.HEAD_CALL, b"N" + self.node_id, self._own_seq, "actor_node", [actor_id])
-
-    def _handle_here(self, client: bytes, actor_id: bytes, mtype: int, fields: Any) -> None:
-        """A parked message about an actor this node hosts, or that no node has."""
-        if mtype == P.SUBMIT:
-            self._do(self.sched.actor_call(fields[0][0]))
-        elif mtype == P.LOOKUP:
-            self.directory.lookup(client, actor_id, self.sched.actor(actor_id))
-        elif mtype == P.KILL_ACTOR:
-            self._do(self.sched.kill_actor(actor_id, bool(fields[1])))
-        elif mtype == P.RELEASE_ACTOR:
-            self._do(self.sched.release_actor(actor_id, bool(fields[1])))
-
-    def _on_head_reply(self, mtype: int, f: list) -> None:
-        if f[0] == b"N" + self.node_id:   # an answer to this node's own call
-            callback = self._own_calls.pop(f[1], None)
-            if callback is not None:
-                callback(bool(f[2]), f[3])
-            return
-        self._relay(mtype, f)
-
-    def _on_nodes(self, mtype: int, f: list) -> None:
-        if type(f[0]) is not list:
-            raise ProtocolError("NODES wants a list")
-        self.links.set_table(f[0])
-
-    def _on_placed(self, mtype: int, f: list) -> None:
-        """An actor this node spilled back lives on another node now: what waits for it
-        here (calls, lookups) goes there."""
-        actor_id, node_id = f
-        if type(actor_id) is not bytes or type(node_id) is not bytes or node_id == self.node_id:
-            return
-        held, subscribers = self.sched.forget_actor(actor_id), self.directory.forget(actor_id)
-        self.remote.moved(actor_id, node_id)
-        for client in subscribers:
-            self.remote.send(client, actor_id, P.LOOKUP, actor_id)
-        for spec in held:
-            self.remote.send(spec[P.T_OWNER], actor_id, P.SUBMIT, [spec])
-
-    def _deliver_relayed(self, dest: bytes, header: bytes) -> None:
-        """A message another node sent for a client of this node."""
-        try:
-            self.front.send_multipart([dest, header])
-        except self.zmq.ZMQError:
-            pass   # the client is gone
-
-    def _on_peer(self, node_id: bytes, mtype: int, f: list) -> None:
-        """A message from another node for this node: a client's message relayed."""
-        if mtype != P.RELAY or type(f[0]) is not bytes or type(f[1]) is not bytes:
-            raise ProtocolError(f"{P.NAMES[mtype]} is not a message between nodes")
-        inner, fields = P.decode(f[1])
-        if inner not in (P.SUBMIT, P.LOOKUP, P.KILL_ACTOR, P.RELEASE_ACTOR, P.CANCEL):
-            raise ProtocolError(f"{P.NAMES[inner]} is not relayed between nodes")
-        self._relayed = True
-        try:
-            self._on_client(f[0], inner, fields)
-        finally:
-            self._relayed = False
 
     def _on_log(self, ident: bytes, f: list) -> None:
         for d, info in self.clients.drivers.items():
@@ -558,6 +473,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--keys", default=None, help="the directory of the cluster's keys")
     ap.add_argument("--insecure", action="store_true", help="tcp without CurveZMQ (warns)")
     ap.add_argument("--head-node", action="store_true", help="the node on the head's machine")
+    ap.add_argument("--ready-fd", type=int, default=None,
+                    help="write the node's id to this fd once it serves")
     args = ap.parse_args(argv)
     resources = json.loads(args.resources)
     if args.head.startswith("tcp://"):   # a cluster node: what it adds by itself, measured here
@@ -569,7 +486,7 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, _exit_on_signal)
     broker = NodeBroker(args.session_dir, args.head, resources, pool, node_id, args.parent_fd,
                         args.cleanup_dir, _cluster_keys(args, get_logger("node")), args.node_ip,
-                        args.port)
+                        args.port, args.ready_fd)
     try:
         broker.serve()
     except SystemExit:

@@ -1,0 +1,155 @@
+"""A node's part in a cluster: the messages its clients send about actors that live
+on other nodes (relayed there, or parked until the head says where they are), what
+other nodes relay to it, the head's node table and placements, and the check that the
+head accepts this node's key.
+
+    client --LOOKUP/SUBMIT/KILL/RELEASE (actor X)--> node A: hosts X? handle it here
+        else X's node known? RELAY there; else park, ask the head (actor_node), then go
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from .. import _protocol as P
+from .._config import CONFIG
+from .._session import tell_ready
+from ..exceptions import ProtocolError
+from ._remote import RemoteActors
+
+
+class NodeCluster:
+    def __init__(self, node: Any) -> None:
+        self.n = node                                # the NodeBroker this is part of
+        self.remote = RemoteActors(self._relay_to, self._locate_actor, node.log)
+        self._own_calls: dict[int, Any] = {}         # this node's head calls: seq -> callback
+        self._own_seq = 0
+        self._relayed = False                        # handling a message another node relayed
+        self.head_monitor: Any = None                # handshake failures with the head
+        self._failed_handshakes = 0
+
+    def watch_head(self, zmq: Any) -> None:
+        """Until the head answers, count failed handshakes (a wrong key: on_head_monitor)."""
+        self.head_monitor = self.n.head.get_monitor_socket(
+            zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+            | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+        self.n.poller.register(self.head_monitor, zmq.POLLIN)
+
+    def arrived(self, actor_id: bytes) -> None:
+        """The actor was created here: what other nodes sent about it ahead of it is for it."""
+        for client, mtype, fields in self.remote.arrived(actor_id):
+            self.handle_here(client, actor_id, mtype, fields)
+
+    def elsewhere(self, ident: bytes, actor_id: Any, mtype: int, *fields: Any) -> bool:
+        """True if a client's message about `actor_id` is for another node's actor (it
+        went there, or waits to know where): an actor this node does not host, in a
+        cluster of more than this node. A message another node relayed here is never
+        relayed on by what this node believes (two stale beliefs would pass it back and
+        forth): where the actor is, the head says."""
+        if type(actor_id) is not bytes:
+            raise ProtocolError("an actor id must be bytes")
+        if self.n.sched.actor(actor_id) is not None or len(self.n.links.by_tag) < 2:
+            return False
+        if self.remote.is_remote(actor_id) and not self._relayed:
+            self.remote.send(ident, actor_id, mtype, *fields)
+            return True
+        self.remote.park(ident, actor_id, mtype, fields)
+        return True
+
+    def _relay_to(self, node_id: bytes, client: bytes, header: bytes) -> bool:
+        return self.n.links.to_node(node_id, P.encode(P.RELAY, client, header))
+
+    def _locate_actor(self, actor_id: bytes) -> None:
+        """Ask the head where an actor lives (it answers once it knows, or after
+        actor_locate_timeout_s with none); the messages about it wait in self.remote."""
+        def located(ok: bool, node_hex: Any) -> None:
+            where = bytes.fromhex(node_hex) if ok and type(node_hex) is str else None
+            if where == self.n.node_id and self.n.sched.actor(actor_id) is None:
+                # Placed here, its PLACE not in yet: the messages wait for it (_created).
+                self.remote.expect_here(actor_id)
+                return
+            for client, mtype, fields in self.remote.located(
+                    actor_id, None if where == self.n.node_id else where):
+                self.handle_here(client, actor_id, mtype, fields)
+        self._own_seq += 1
+        self._own_calls[self._own_seq] = located
+        self.n._to_head(P.HEAD_CALL, b"N" + self.n.node_id, self._own_seq, "actor_node", [actor_id])
+
+    def handle_here(self, client: bytes, actor_id: bytes, mtype: int, fields: Any) -> None:
+        """A parked message about an actor this node hosts, or that no node has."""
+        if mtype == P.SUBMIT:
+            self.n._do(self.n.sched.actor_call(fields[0][0]))
+        elif mtype == P.LOOKUP:
+            self.n.directory.lookup(client, actor_id, self.n.sched.actor(actor_id))
+        elif mtype == P.KILL_ACTOR:
+            self.n._do(self.n.sched.kill_actor(actor_id, bool(fields[1])))
+        elif mtype == P.RELEASE_ACTOR:
+            self.n._do(self.n.sched.release_actor(actor_id, bool(fields[1])))
+
+    def on_head_reply(self, mtype: int, f: list) -> None:
+        if f[0] == b"N" + self.n.node_id:   # an answer to this node's own call
+            callback = self._own_calls.pop(f[1], None)
+            if callback is not None:
+                callback(bool(f[2]), f[3])
+            return
+        self.n._relay(mtype, f)
+
+    def on_nodes(self, mtype: int, f: list) -> None:
+        if type(f[0]) is not list:
+            raise ProtocolError("NODES wants a list")
+        self.n.links.set_table(f[0])
+        if self.n.ready_fd is not None:   # the head knows this node: it is ready
+            tell_ready(self.n.ready_fd, self.n.node_id.hex())
+            self.n.ready_fd = None
+        self.stop_head_monitor()
+
+    def on_head_monitor(self) -> None:
+        """Handshakes with the head fail: after a few in a row (one may be a head that
+        restarts), the cluster's key is not this one: stop, saying so."""
+        from zmq.utils.monitor import recv_monitor_message
+        event = recv_monitor_message(self.head_monitor)
+        self._failed_handshakes += 1
+        if self._failed_handshakes >= CONFIG.head_handshake_failures:
+            self.n.log.error("the head refuses this node's handshake: the cluster's key is not "
+                           "this one (a wrong token?); stopping", head=self.n.head_address,
+                           what=str(event.get("event")))
+            self.n.running = False
+
+    def stop_head_monitor(self) -> None:
+        if self.head_monitor is not None:
+            self.n.poller.unregister(self.head_monitor)
+            self.n.head.disable_monitor()
+            self.head_monitor.close()
+            self.head_monitor = None
+
+    def on_placed(self, mtype: int, f: list) -> None:
+        """An actor this node spilled back lives on another node now: what waits for it
+        here (calls, lookups) goes there."""
+        actor_id, node_id = f
+        if type(actor_id) is not bytes or type(node_id) is not bytes or node_id == self.n.node_id:
+            return
+        held, subscribers = self.n.sched.forget_actor(actor_id), self.n.directory.forget(actor_id)
+        self.remote.moved(actor_id, node_id)
+        for client in subscribers:
+            self.remote.send(client, actor_id, P.LOOKUP, actor_id)
+        for spec in held:
+            self.remote.send(spec[P.T_OWNER], actor_id, P.SUBMIT, [spec])
+
+    def deliver_relayed(self, dest: bytes, header: bytes) -> None:
+        """A message another node sent for a client of this node."""
+        try:
+            self.n.front.send_multipart([dest, header])
+        except self.n.zmq.ZMQError:
+            pass   # the client is gone
+
+    def on_peer(self, node_id: bytes, mtype: int, f: list) -> None:
+        """A message from another node for this node: a client's message relayed."""
+        if mtype != P.RELAY or type(f[0]) is not bytes or type(f[1]) is not bytes:
+            raise ProtocolError(f"{P.NAMES[mtype]} is not a message between nodes")
+        inner, fields = P.decode(f[1])
+        if inner not in (P.SUBMIT, P.LOOKUP, P.KILL_ACTOR, P.RELEASE_ACTOR, P.CANCEL):
+            raise ProtocolError(f"{P.NAMES[inner]} is not relayed between nodes")
+        self._relayed = True
+        try:
+            self.n._on_client(f[0], inner, fields)
+        finally:
+            self._relayed = False
