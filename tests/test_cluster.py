@@ -4,6 +4,7 @@ owners wherever they run, actors living on other nodes, handles passed between n
 from __future__ import annotations
 
 import subprocess
+import time
 
 import pytest
 from conftest import leftovers, wait_gone, zray_pids
@@ -118,3 +119,20 @@ def test_actors_made_one_after_another_on_a_full_node(three_hosts):
         counter = Counter.remote()
         assert zray.get(counter.add.remote(i), timeout=T)[0] == i
         del counter
+
+
+@zray.remote(resources={"left": 1})
+def shout(text):
+    print(text)
+    return True
+
+
+def test_what_a_task_prints_on_another_node_reaches_the_driver(three_hosts, capfd):
+    assert zray.get(shout.remote("HELLO-FROM-THE-LEFT-NODE"), timeout=T)
+    # The output travels separately from the result: wait for it, bounded.
+    deadline = time.monotonic() + T
+    seen = ""
+    while "HELLO-FROM-THE-LEFT-NODE" not in seen and time.monotonic() < deadline:
+        time.sleep(0.05)
+        seen += capfd.readouterr().out
+    assert "HELLO-FROM-THE-LEFT-NODE" in seen and "(shout pid=" in seen

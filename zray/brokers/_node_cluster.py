@@ -34,6 +34,18 @@ class NodeCluster:
             | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
         self.n.poller.register(self.head_monitor, zmq.POLLIN)
 
+    @property
+    def relayed(self) -> bool:
+        """True while handling a message another node relayed (it is not passed on)."""
+        return self._relayed
+
+    def to_other_nodes(self, client: bytes, header: bytes) -> None:
+        """Relay a message to every other live node."""
+        links = self.n.links
+        for node_id in links.by_tag.values():
+            if node_id != self.n.node_id:
+                links.to_node(node_id, P.encode(P.RELAY, client, header))
+
     def arrived(self, actor_id: bytes) -> None:
         """The actor was created here: what other nodes sent about it ahead of it is for it."""
         for client, mtype, fields in self.remote.arrived(actor_id):
@@ -146,7 +158,7 @@ class NodeCluster:
         if mtype != P.RELAY or type(f[0]) is not bytes or type(f[1]) is not bytes:
             raise ProtocolError(f"{P.NAMES[mtype]} is not a message between nodes")
         inner, fields = P.decode(f[1])
-        if inner not in (P.SUBMIT, P.LOOKUP, P.KILL_ACTOR, P.RELEASE_ACTOR, P.CANCEL):
+        if inner not in (P.SUBMIT, P.LOOKUP, P.KILL_ACTOR, P.RELEASE_ACTOR, P.CANCEL, P.LOG):
             raise ProtocolError(f"{P.NAMES[inner]} is not relayed between nodes")
         self._relayed = True
         try:

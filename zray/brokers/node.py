@@ -321,9 +321,13 @@ class NodeBroker:
             self._do(self.sched.release_actor(f[0], bool(f[1])))
 
     def _on_log(self, ident: bytes, f: list) -> None:
+        """A worker's output: to this node's drivers, and (once) to the other nodes' (a
+        driver sees what its tasks print wherever they run)."""
         for d, info in self.clients.drivers.items():
             if info.get("log_to_driver", True):
                 self._send(d, P.LOG, *f)
+        if not self.cluster.relayed:
+            self.cluster.to_other_nodes(b"", P.encode(P.LOG, *f))
 
     def _on_head_call(self, ident: bytes, f: list) -> None:
         if f[2] == "node.list_objects":
