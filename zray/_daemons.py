@@ -41,7 +41,7 @@ def default_ip(toward: str | None = None) -> str:
     return "127.0.0.1"
 
 
-def start_head(port: int, resources: dict, ip: str, insecure: bool) -> dict:
+def start_head(port: int, resources: dict, ip: str, insecure: bool, node_port: int = 0) -> dict:
     """Start the head broker and the head's node; {address, token, session}."""
     session = tempfile.mkdtemp(prefix=_session.PREFIX)
     keys_dir = None if insecure else os.path.join(session, "keys")
@@ -51,13 +51,13 @@ def start_head(port: int, resources: dict, ip: str, insecure: bool) -> dict:
     head_pid, address = _spawn(session, "head", lambda fd: _cluster.head_argv(
         session, ip, port, keys_dir, ready_fd=fd))
     node_pid, _node = _spawn(session, "node", lambda fd: _cluster.node_argv(
-        session, address, resources, ip, keys_dir, head_node=True, ready_fd=fd))
+        session, address, resources, ip, keys_dir, head_node=True, port=node_port, ready_fd=fd))
     _record(session, {"head": head_pid, "node": node_pid})
     return {"address": address.removeprefix("tcp://"), "token": token, "session": session}
 
 
 def start_node(address: str, token: str | None, resources: dict, ip: str | None,
-               insecure: bool) -> dict:
+               insecure: bool, node_port: int = 0) -> dict:
     """Join this machine to the cluster whose head listens at `address` (host:port)."""
     host, _, port = address.removeprefix("tcp://").rpartition(":")
     if not host or not port.isdigit():
@@ -74,7 +74,7 @@ def start_node(address: str, token: str | None, resources: dict, ip: str | None,
         _keys.save(keys_dir, _keys.from_token(token))
     ip = ip or default_ip(host)
     node_pid, node_id = _spawn(session, "node", lambda fd: _cluster.node_argv(
-        session, f"tcp://{host}:{port}", resources, ip, keys_dir, ready_fd=fd))
+        session, f"tcp://{host}:{port}", resources, ip, keys_dir, port=node_port, ready_fd=fd))
     _record(session, {"node": node_pid})
     return {"node_id": node_id, "session": session, "ip": ip}
 

@@ -41,6 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--num-gpus", type=float, default=None)
     st.add_argument("--resources", default="{}", help='custom resources, JSON: \'{"disk": 4}\'')
     st.add_argument("--object-store-memory", type=int, default=None)
+    st.add_argument("--node-port", type=int, default=0,
+                    help="this node's tcp port for the other nodes (default: any free one; "
+                         "set it for a firewall)")
     st.add_argument("--node-ip-address", default=None,
                     help="the address other machines reach this one at (default: guessed)")
     st.add_argument("--token", default=None,
@@ -64,11 +67,11 @@ def _start(args: argparse.Namespace) -> int:
         if args.head:
             port = _daemons.DEFAULT_PORT if args.port is None else args.port
             ip = args.node_ip_address or _daemons.default_ip()
-            info = _daemons.start_head(port, resources, ip, args.insecure)
+            info = _daemons.start_head(port, resources, ip, args.insecure, args.node_port)
         else:
             token = args.token or os.environ.get("ZRAY_TOKEN")
             info = _daemons.start_node(args.address, token, resources, args.node_ip_address,
-                                       args.insecure)
+                                       args.insecure, args.node_port)
     except (ValueError, TypeError, OSError, TimeoutError, RuntimeError) as exc:
         print(f"zray start: {exc}", file=sys.stderr)
         return 1
@@ -119,7 +122,8 @@ def _status(zray) -> None:
     for node in nodes:
         state = "alive" if node["Alive"] else f"dead ({node['DeathReasonMessage']})"
         load = node.get("Load") or {}
-        print(f"node {node['NodeID'][:12]} {node['NodeManagerAddress']:<15} {state}: "
+        where = f"{node['NodeManagerAddress']}:{node['NodeManagerPort']}"
+        print(f"node {node['NodeID'][:12]} {where:<21} {state}: "
               f"{load.get('queued', 0)} queued, {load.get('running', 0)} running, "
               f"{load.get('actors', 0)} actors")
     total, free = zray.cluster_resources(), zray.available_resources()

@@ -43,6 +43,12 @@ class NodeRecord:
         public = self.info.get("public")
         return public if type(public) is str else ""
 
+    @property
+    def port(self) -> int:
+        """Its tcp port for the other nodes (0 for a node of an ipc-only cluster)."""
+        tail = self.public.rpartition(":")[2]
+        return int(tail) if tail.isdigit() else 0
+
     def view(self) -> NodeView:
         return NodeView(self.node_id, self.resources, self.available,
                         _count(self.load, "queued") + self.placed, _count(self.load, "running"),
@@ -62,7 +68,7 @@ class NodeRecord:
         return {
             "NodeID": self.node_id.hex(), "Alive": self.alive, "alive": self.alive,
             "NodeManagerAddress": self.ip, "NodeManagerHostname": os.uname().nodename,
-            "NodeManagerPort": 0, "ObjectManagerPort": 0,
+            "NodeManagerPort": self.port, "ObjectManagerPort": self.port,
             "ObjectStoreSocketName": self.address, "RayletSocketName": self.address,
             "MetricsExportPort": 0, "NodeName": self.ip,
             "DeathReason": 0 if self.alive else 1, "DeathReasonMessage": self.death,
