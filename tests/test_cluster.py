@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import time
 
+import numpy as np
 import pytest
 from conftest import leftovers, wait_gone, zray_pids
 
@@ -136,3 +137,87 @@ def test_what_a_task_prints_on_another_node_reaches_the_driver(three_hosts, capf
         time.sleep(0.05)
         seen += capfd.readouterr().out
     assert "HELLO-FROM-THE-LEFT-NODE" in seen and "(shout pid=" in seen
+
+
+BIG = 50 * 1024 * 1024 // 8     # int64s: a 50 MB array
+
+
+@zray.remote(resources={"left": 1})
+def make_big(n):
+    return np.arange(n, dtype=np.int64)
+
+
+@zray.remote(resources={"right": 1})
+def digest(a):
+    """What a task on the right node sees of an array: (sum, length, first, last, node)."""
+    return (int(a.sum(dtype=np.int64)), len(a), int(a[0]), int(a[-1]),
+            zray.get_runtime_context().get_node_id())
+
+
+def expected(n, start=0):
+    return (n * (2 * start + n - 1) // 2, n, start, start + n - 1)
+
+
+def segments(node) -> set[str]:
+    """The zray segments in that node's /dev/shm (its own: the node is a host of its own)."""
+    out = node.host.run(["ls", "/dev/shm"], check=True).stdout
+    return {name for name in out.split() if name.startswith("zray-")}
+
+
+def wait_for(condition, what):
+    deadline = time.monotonic() + T
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def test_a_large_value_made_on_one_node_is_read_on_others(three_hosts):
+    left, right = three_hosts.nodes[1], three_hosts.nodes[2]
+    before_left, before_right = segments(left), segments(right)
+    ref = make_big.remote(BIG)                        # stored on the left host
+    value = zray.get(ref, timeout=T)                  # by the driver, on the head's host
+    assert np.array_equal(value, np.arange(BIG, dtype=np.int64))
+    *seen, node = zray.get(digest.remote(ref), timeout=T)   # by a task on the right host
+    assert tuple(seen) == expected(BIG) and node == right_node()
+    made_left = segments(left) - before_left
+    assert len(made_left) == 1 and segments(right) - before_right == made_left, \
+        "the right node pulled the left node's segment, under its name"
+    del value, ref
+    wait_for(lambda: not (segments(left) | segments(right)) & made_left,
+             "the segment and its copy were freed with the last reference")
+
+
+def test_a_large_value_of_the_driver_reaches_a_task_on_another_node(three_hosts):
+    right = three_hosts.nodes[2]
+    before = segments(right)
+    array = np.arange(BIG, dtype=np.int64) + 7
+    by_value = digest.remote(array)                   # an argument stored with the task
+    put = zray.put(array)
+    by_ref = digest.remote(put)                       # a reference the task resolves
+    for ref in (by_value, by_ref):
+        *seen, node = zray.get(ref, timeout=T)
+        assert tuple(seen) == expected(BIG, 7) and node == right_node()
+    del put, by_value, by_ref
+    wait_for(lambda: segments(right) <= before, "the copies on the right node were freed")
+
+
+def right_node():
+    return zray.get(where.options(resources={"right": 1}).remote(), timeout=T)
+
+
+@zray.remote(resources={"doomed": 1})
+def make_big_doomed(n):
+    return np.arange(n, dtype=np.int64)
+
+
+def test_a_value_whose_node_died_is_lost_not_waited_for(three_hosts):
+    """The driver has a copy; the node that made the value dies; a task on another node
+    that needs it fails with ObjectLostError (its node cannot pull it), it does not hang."""
+    doomed = three_hosts.add_node(num_cpus=1, resources={"doomed": 1})
+    ref = make_big_doomed.remote(BIG)
+    assert len(zray.get(ref, timeout=T)) == BIG
+    three_hosts.remove_node(doomed)
+    started = time.monotonic()
+    with pytest.raises(zray.exceptions.ObjectLostError):
+        zray.get(digest.remote(ref), timeout=T)
+    assert time.monotonic() - started < T

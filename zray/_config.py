@@ -56,6 +56,12 @@ class Config:
     # A node's shared-memory store holds this many bytes before it spills to disk,
     # unless the node is given object_store_memory.
     object_store_bytes: int = 2 << 30
+    # A node pulls a segment another node holds in chunks of this many bytes, this many
+    # in flight (the link stays busy while each chunk is written out), and gives up on a
+    # pull that made no progress for transfer_timeout_s (its reader gets ObjectLostError).
+    transfer_chunk_bytes: int = 4 << 20
+    transfer_in_flight: int = 4
+    transfer_timeout_s: float = 30.0
     # Cap on task workers per node, counting those blocked in get().
     max_workers_per_node: int = 64
     # How long init() waits for the brokers to come up.

@@ -70,12 +70,19 @@ PLACE = 33         # [spec, ...], {func_id: blob}                 head -> node
                    # (the functions and classes they need go along: the node that runs
                    # them may never have seen them)
 ACTOR_EVENT = 34   # actor_id, state, info{}                      node -> head
-NODES = 35         # [[node_id, public address, alive], ...]      head -> node (each change)
+NODES = 35         # [[node_id, public address, alive, store], ...] head -> node (each change)
+                   # store: the prefix of the names of the segments the node makes
 PLACED = 36        # actor_id, node_id                            head -> node that spilled it
 RELAY = 37         # client, header                               node -> node
                    # a client's message its node passed on to the node that handles it
                    # (the node where the actor it names lives), handled there as if the
                    # client had sent it itself; replies are routed back by identity
+CHUNK_REQ = 38     # name, offset, length                         node -> node holding it
+CHUNK = 39         # name, offset, size, error  (+ the bytes)     node -> node that asked
+DROP = 40          # name                                         node -> node
+                   # a stored value between nodes (brokers/_transfer): a node pulls a
+                   # segment another node made, chunk by chunk, into its own /dev/shm;
+                   # DROP: the copy there was freed, so the copies elsewhere go too
 
 _ARITY = {
     HELLO: 4, WELCOME: 2, SUBMIT: 1, FUNC: 2, TASKS: 2, RESULTS: 1, CREATE_ACTOR: 1,
@@ -83,7 +90,7 @@ _ARITY = {
     RELEASE_ACTOR: 2, LOG: 3, WARN: 2, HEAD_CALL: 4, HEAD_REPLY: 4, SHUTDOWN: 1,
     ACTOR_READY: 3, LOOKUP: 1, ACTOR_ADDR: 4, LEASE: 2, LEASED: 3, UNLEASE: 2, LEASE_LOST: 1,
     STORE: 3, STATS: 2, NODE_HELLO: 4, HEARTBEAT: 3, SPILLBACK: 2, PLACE: 2, ACTOR_EVENT: 3,
-    NODES: 1, PLACED: 2, RELAY: 2,
+    NODES: 1, PLACED: 2, RELAY: 2, CHUNK_REQ: 3, CHUNK: 4, DROP: 1,
 }
 NAMES = {number: name for name, number in globals().items()
          if isinstance(number, int) and number in _ARITY and name.isupper()}
@@ -273,15 +280,19 @@ def spend_retry(spec: list) -> bool:
 
 # -- receiving -----------------------------------------------------------------
 def drain(sock: Any, handle: Callable[..., Any], log: Any, *, routed: bool = False,
-          frames: int | None = None, raw: bool = False, limit: int | None = None) -> None:
+          frames: int | tuple | None = None, raw: bool = False, limit: int | None = None,
+          payload_at: int = 1 << 30) -> None:
     """Receive and handle what is waiting on `sock`, at most `limit` messages (so that one
     busy peer cannot starve the other sockets of a loop). routed: a ROUTER socket, whose
     messages are [identity, header] and go to handle(identity, type, fields); else a DEALER
     (one frame) and handle(type, fields). frames: messages of that many frames, the last
-    the header (handle(*other frames, type, fields)); raw: the header is not decoded
-    (handle(*frames)), for messages only relayed. A malformed message, or one its handler
+    the header (handle(*other frames, type, fields)); a tuple of counts: any of them;
+    raw: the header is not decoded
+    (handle(*frames)), for messages only relayed; payload_at: the frames from that index on
+    come as zmq.Frame (not copied: large bytes to write on). A malformed message, or one its handler
     fails on, is dropped and logged: no process dies of what a peer sent."""
-    frames_wanted = frames or (2 if routed else 1)
+    frames_wanted = (frames if type(frames) is tuple
+                     else (frames or (2 if routed else 1),))
     for _ in range(limit or CONFIG.drain_limit):
         # Asked first, not found out by a failed recv: its zmq.Again costs ~6 us, and
         # a sync round trip ends two drains with one (flags as ints: pyzmq's enums
@@ -291,12 +302,13 @@ def drain(sock: Any, handle: Callable[..., Any], log: Any, *, routed: bool = Fal
         try:
             parts = [sock.recv(_NOBLOCK)]
             while sock.getsockopt(_RCVMORE):
-                parts.append(sock.recv(_NOBLOCK))
+                parts.append(sock.recv(_NOBLOCK, copy=len(parts) < payload_at))
         except zmq.Again:
             return
         try:
-            if len(parts) != frames_wanted:
-                raise ProtocolError(f"expected {frames_wanted} frames, got {len(parts)}")
+            if len(parts) not in frames_wanted:
+                raise ProtocolError(f"expected {' or '.join(map(str, frames_wanted))} frames, "
+                                    f"got {len(parts)}")
             if raw:
                 handle(*parts)
                 continue

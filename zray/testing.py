@@ -139,10 +139,11 @@ class Cluster:
         if host is None:
             # The others' sessions inside the head's: a driver joining the cluster on this
             # machine then finds the head's node, not the last one added.
-            session = self.root if head_node else os.path.join(self.root, f"node-{len(self.nodes)}")
+            # (A random name: it tags the node's segments, which other sessions share /dev/shm with.)
+            session = self.root if head_node else os.path.join(self.root, _session_name())
             ip = self.ip
         else:   # inside the host's own temp dir, which only that host sees
-            session = os.path.join(host.tmpdir, "zray-node")
+            session = os.path.join(host.tmpdir, _session_name())
             ip = host.address
         argv = _cluster.node_argv(session, self.head_address, res, ip, self.keys_dir,
                                   head_node=head_node, parent_fd=self._life_r)
@@ -195,3 +196,7 @@ class Cluster:
 
     def __exit__(self, *exc: object) -> None:
         self.shutdown()
+
+
+def _session_name() -> str:
+    return "zray-" + os.urandom(4).hex()

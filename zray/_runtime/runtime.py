@@ -141,6 +141,9 @@ class Runtime:
 
     # -- the I/O thread: flushing ----------------------------------------------------
     def _before_flush(self) -> None:
+        # Refs dropped since the last flush first: what they free is told in this flush
+        # (this thread frees it, and wakes nobody to flush again).
+        self.owner.drain_released()
         if STORE.added or STORE.freed or STORE.touched:
             # The node keeps the store's account; it goes first, so that whatever
             # this flush sends through the node is handled after it.
@@ -149,7 +152,6 @@ class Runtime:
             gone = [freed.popleft() for _ in range(len(freed))]
             used = [touched.popleft() for _ in range(len(touched))]
             self.t.node.send(P.encode(P.STORE, news, gone, used))
-        self.owner.drain_released()
 
     def _through_node(self, claim: Claim) -> list | None:
         """route_task with leases off (lease_linger_s 0): every task goes through the node."""

@@ -127,8 +127,10 @@ class ControlStore:
         return [n.view() for n in self.nodes.values()]
 
     def table(self) -> list:
-        """The node table nodes route by: [[node_id, public address, alive], ...]."""
-        return [[n.node_id, n.public, n.alive] for n in self.nodes.values()]
+        """The node table nodes route by: [[node_id, public address, alive, store], ...]
+        (store: the prefix of the segment names the node makes)."""
+        return [[n.node_id, n.public, n.alive, str(n.info.get("store", ""))]
+                for n in self.nodes.values()]
 
     def actor_placed(self, actor_id: bytes, node_id: bytes) -> None:
         """The head placed an actor on a node: that is where it lives (before the node

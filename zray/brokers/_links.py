@@ -28,6 +28,7 @@ class NodeLinks:
         self.address = ""                                       # tcp://host:port, once bound
         self.table: dict[bytes, tuple[str, bool]] = {}           # node_id -> (address, alive)
         self.by_tag: dict[bytes, bytes] = {}                     # node tag -> node_id
+        self.by_store: dict[str, bytes] = {}                     # segment prefix -> node_id
         self._socks: dict[bytes, zmq.Socket] = {}                # node_id -> DEALER to it
 
     def bind(self, host: str, port: int) -> str:
@@ -46,18 +47,21 @@ class NodeLinks:
         return self.address
 
     def set_table(self, rows: list) -> None:
-        """The head's node table: [[node_id, public address, alive], ...]. Links to nodes
-        that left or died are closed (what was queued for them is dropped)."""
+        """The head's node table: [[node_id, public address, alive, store prefix], ...].
+        Links to nodes that left or died are closed (what was queued for them is dropped)."""
         table: dict[bytes, tuple[str, bool]] = {}
+        by_store: dict[str, bytes] = {}
         for row in rows:
-            if (type(row) is list and len(row) == 3 and type(row[0]) is bytes
-                    and type(row[1]) is str and type(row[2]) is bool):
+            if (type(row) is list and len(row) == 4 and type(row[0]) is bytes
+                    and type(row[1]) is str and type(row[2]) is bool and type(row[3]) is str):
                 table[row[0]] = (row[1], row[2])
+                if row[2] and row[3]:
+                    by_store[row[3]] = row[0]
         for node_id in list(self._socks):
             if node_id not in table or not table[node_id][1] or \
                     table[node_id][0] != self.table.get(node_id, ("", False))[0]:
                 self._socks.pop(node_id).close()
-        self.table = table
+        self.table, self.by_store = table, by_store
         self.by_tag = {nid[:P.NODE_TAG]: nid for nid, (_a, alive) in table.items() if alive}
 
     def is_local(self, ident: bytes) -> bool:
@@ -79,12 +83,16 @@ class NodeLinks:
         sock.send_multipart([ident, header])
         return True
 
-    def to_node(self, node_id: bytes, header: bytes) -> bool:
-        """Send a message to node `node_id` itself; False if it is unknown or dead."""
+    def to_node(self, node_id: bytes, header: bytes, payload: Any = None) -> bool:
+        """Send a message to node `node_id` itself (with a payload frame: a chunk of a
+        segment); False if it is unknown or dead."""
         sock = self._sock(node_id)
         if sock is None:
             return False
-        sock.send_multipart([b"", header])
+        if payload is None:
+            sock.send_multipart([b"", header])
+        else:
+            sock.send_multipart([b"", header, payload], copy=False)
         return True
 
     def _sock(self, node_id: bytes) -> zmq.Socket | None:
@@ -106,22 +114,22 @@ class NodeLinks:
         return sock
 
     def read(self, deliver: Callable[[bytes, bytes], None],
-             handle: Callable[[bytes, int, list], None]) -> None:
+             handle: Callable[[bytes, int, list, Any], None]) -> None:
         """What other nodes sent: deliver(dest, header) a message for a local client (not
-        decoded here: the client decodes it), handle(peer node id, type, fields) one for
-        this node."""
-        def on_frames(peer: bytes, dest: bytes, header: bytes) -> None:
+        decoded here: the client decodes it), handle(peer node id, type, fields, payload)
+        one for this node (payload: the frame after the header, or None)."""
+        def on_frames(peer: bytes, dest: bytes, header: bytes, payload: Any = None) -> None:
             if len(peer) != 17 or peer[:1] != b"P":
                 raise P.ProtocolError("not a node's link")
             if dest:
-                if not self.is_local(dest):
+                if not self.is_local(dest) or payload is not None:
                     raise P.ProtocolError("a message for a client of another node")
                 deliver(dest, header)
             else:
                 mtype, fields = P.decode(header)
-                handle(peer[1:], mtype, fields)
+                handle(peer[1:], mtype, fields, payload)
         if self.public is not None:
-            P.drain(self.public, on_frames, self.log, frames=3, raw=True)
+            P.drain(self.public, on_frames, self.log, frames=(3, 4), raw=True, payload_at=3)
 
     def close(self) -> None:
         for sock in self._socks.values():

@@ -5,6 +5,9 @@ head accepts this node's key.
 
     client --LOOKUP/SUBMIT/KILL/RELEASE (actor X)--> node A: hosts X? handle it here
         else X's node known? RELAY there; else park, ask the head (actor_node), then go
+
+What names a stored value another node made (a result, an object, a task's arguments)
+waits until this node pulled it (_transfer), in order with what follows it.
 """
 from __future__ import annotations
 
@@ -15,6 +18,9 @@ from .._config import CONFIG
 from .._session import tell_ready
 from ..exceptions import ProtocolError
 from ._remote import RemoteActors
+from ._transfer import Transfers, stored_in
+
+_MARK = b"zray-"    # in a header that names a segment (a cheap test before decoding it)
 
 
 class NodeCluster:
@@ -26,6 +32,14 @@ class NodeCluster:
         self._relayed = False                        # handling a message another node relayed
         self.head_monitor: Any = None                # handshake failures with the head
         self._failed_handshakes = 0
+        self.transfers = Transfers(node.store_prefix, node.store, self._node_of_prefix,
+                                   self._to_node, node.log)
+
+    def _node_of_prefix(self, prefix: str) -> bytes | None:
+        return self.n.links.by_store.get(prefix)
+
+    def _to_node(self, node_id: bytes, header: bytes, payload: Any) -> bool:
+        return bool(self.n.links.to_node(node_id, header, payload))
 
     def watch_head(self, zmq: Any) -> None:
         """Until the head answers, count failed handshakes (a wrong key: on_head_monitor)."""
@@ -108,7 +122,9 @@ class NodeCluster:
     def on_nodes(self, mtype: int, f: list) -> None:
         if type(f[0]) is not list:
             raise ProtocolError("NODES wants a list")
-        self.n.links.set_table(f[0])
+        links = self.n.links
+        links.set_table(f[0])
+        self.transfers.nodes_changed(lambda node_id: links.table.get(node_id, ("", False))[1])
         if self.n.ready_fd is not None:   # the head knows this node: it is ready
             tell_ready(self.n.ready_fd, self.n.node_id.hex())
             self.n.ready_fd = None
@@ -147,21 +163,64 @@ class NodeCluster:
             self.remote.send(spec[P.T_OWNER], actor_id, P.SUBMIT, [spec])
 
     def deliver_relayed(self, dest: bytes, header: bytes) -> None:
-        """A message another node sent for a client of this node."""
+        """A message another node sent for a client of this node: once the stored
+        values it names are here."""
+        names: list = []
+        if _MARK in header:
+            mtype, fields = P.decode(header)
+            if mtype == P.RESULTS and type(fields[0]) is list:
+                for result in fields[0]:
+                    if type(result) is list and len(result) > P.R_PAYLOAD:
+                        stored_in(result[P.R_PAYLOAD], names)
+            elif mtype == P.OBJECT:
+                stored_in(fields[3], names)
+        self.transfers.when_here(dest, names, lambda: self._deliver(dest, header))
+
+    def _deliver(self, dest: bytes, header: bytes) -> None:
         try:
             self.n.front.send_multipart([dest, header])
         except self.n.zmq.ZMQError:
             pass   # the client is gone
 
-    def on_peer(self, node_id: bytes, mtype: int, f: list) -> None:
-        """A message from another node for this node: a client's message relayed."""
-        if mtype != P.RELAY or type(f[0]) is not bytes or type(f[1]) is not bytes:
+    def on_peer(self, node_id: bytes, mtype: int, f: list, payload: Any) -> None:
+        """A message from another node for this node: a client's message relayed, or a
+        stored value moving between them."""
+        if mtype == P.RELAY and type(f[0]) is bytes and type(f[1]) is bytes:
+            self._on_relay(f[0], f[1])
+        elif mtype == P.CHUNK:
+            self.transfers.on_chunk(node_id, f, payload)
+        elif mtype == P.CHUNK_REQ:
+            self.transfers.on_chunk_req(node_id, f)
+        elif mtype == P.DROP:
+            self.transfers.on_drop(node_id, f)
+        else:
             raise ProtocolError(f"{P.NAMES[mtype]} is not a message between nodes")
-        inner, fields = P.decode(f[1])
+
+    def _on_relay(self, client: bytes, header: bytes) -> None:
+        inner, fields = P.decode(header)
         if inner not in (P.SUBMIT, P.LOOKUP, P.KILL_ACTOR, P.RELEASE_ACTOR, P.CANCEL, P.LOG):
             raise ProtocolError(f"{P.NAMES[inner]} is not relayed between nodes")
+        names: list = []
+        if inner == P.SUBMIT and _MARK in header and type(fields[0]) is list:
+            for spec in fields[0]:
+                if type(spec) is list and len(spec) == P.TASK_FIELDS:
+                    stored_in(spec[P.T_ARGS], names)
+                    stored_in(spec[P.T_SLOTS], names)
+        # In order with the client's other messages (a release after its calls).
+        self.transfers.when_here(client, names, lambda: self._handle_relayed(client, inner, fields))
+
+    def _handle_relayed(self, client: bytes, mtype: int, fields: list) -> None:
         self._relayed = True
         try:
-            self.n._on_client(f[0], inner, fields)
+            self.n._on_client(client, mtype, fields)
         finally:
             self._relayed = False
+
+    def placed_here(self, spec: list, create: Any) -> None:
+        """Work the head placed on this node: `create(spec)` once the stored values its
+        arguments name are here."""
+        names: list = []
+        actor = len(spec) == P.ACTOR_FIELDS
+        stored_in(spec[P.A_ARGS if actor else P.T_ARGS], names)
+        stored_in(spec[P.A_SLOTS if actor else P.T_SLOTS], names)
+        self.transfers.when_here(None, names, lambda: create(spec))

@@ -60,7 +60,8 @@ class NodeBroker:
         self.running = True
         self.directory = ActorDirectory(self._send, lambda ident: self.links.is_local(ident))
         self.stats = MemoryStats(self._send, node_id, self.store)
-        self.objects = ObjectRelay(self._send, self.store, f"zray-{session_tag(session_dir)}-")
+        self.store_prefix = f"zray-{session_tag(session_dir)}-"   # of the segments made here
+        self.objects = ObjectRelay(self._send, self.store, self.store_prefix)
         self.cluster = NodeCluster(self)
         self._last_sent_avail: dict = {}
         self._last_update = 0.0
@@ -68,7 +69,7 @@ class NodeBroker:
         self._client_handlers = {
             P.SUBMIT: self._on_submit, P.RESULTS: self._on_results, P.FUNC: self.clients.on_func,
             P.BORROW: self.objects.on_borrow, P.FETCH: self.objects.on_fetch,
-            P.OBJECT: self.objects.on_object, P.STORE: self.objects.on_store,
+            P.OBJECT: self.objects.on_object, P.STORE: self._on_store,
             P.BLOCKED: self._on_blocked, P.CREATE_ACTOR: self._on_create_actor,
             P.ACTOR_READY: self._on_actor_ready, P.LOOKUP: self._on_lookup,
             P.LEASE: self._on_lease, P.UNLEASE: self._on_unlease, P.CANCEL: self._on_cancel,
@@ -112,7 +113,8 @@ class NodeBroker:
         self.head.connect(self.head_address)
         self.head.send(P.encode(P.NODE_HELLO, self.node_id, self.address, self.resources,
                                 {"pid": os.getpid(), "session_dir": self.session_dir,
-                                 "public": public, "ip": self.node_ip}))
+                                 "public": public, "ip": self.node_ip,
+                                 "store": self.store_prefix}))
         self.poller = zmq.Poller()
         self.poller.register(self.front, zmq.POLLIN)
         self.poller.register(self.head, zmq.POLLIN)
@@ -141,6 +143,7 @@ class NodeBroker:
                 self.zap.close()
             ctx.term()
             sweep(session_tag(self.session_dir))   # segments nobody freed (owners died)
+            self.cluster.transfers.sweep()          # and the copies pulled from other nodes
             if self.cleanup_dir:
                 shutil.rmtree(self.session_dir, ignore_errors=True)
 
@@ -183,6 +186,7 @@ class NodeBroker:
     def _timers(self) -> None:
         now = time.monotonic()
         self.stats.expire(now)
+        self.cluster.transfers.expire(now)
         if now - self._last_beat >= CONFIG.heartbeat_s:
             self._last_beat = now
             self._heartbeat()
@@ -264,6 +268,12 @@ class NodeBroker:
         for owner, rs in by_owner.items():
             self._send(owner, P.RESULTS, rs)
         self._do(acts)
+
+    def _on_store(self, ident: bytes, f: list) -> None:
+        self.objects.on_store(ident, f)
+        for name in f[1]:
+            if type(name) is str:
+                self.cluster.transfers.freed(name)   # its copies on other nodes go too
 
     def _on_blocked(self, ident: bytes, f: list) -> None:
         wid = self.clients.wid_of.get(ident)
@@ -379,9 +389,10 @@ class NodeBroker:
         self.clients.add_funcs(f[1])   # what it needs, from the node that spilled it
         for spec in f[0]:
             if len(spec) == P.ACTOR_FIELDS:
-                self._created(P.check_actor(spec))
+                self.cluster.placed_here(P.check_actor(spec), self._created)
             else:
-                self._do(self.sched.submit([P.check_task(spec)]))
+                self.cluster.placed_here(P.check_task(spec),
+                                         lambda spec: self._do(self.sched.submit([spec])))
 
     def _on_head_shutdown(self, mtype: int, f: list) -> None:
         self.running = False
