@@ -22,8 +22,8 @@ T = 30
 @pytest.fixture(scope="module")
 def three_hosts():
     before_pids, before_files = zray_pids(), leftovers()
-    namespaces = set(_netns_list())
     with Cluster(head_node_args={"num_cpus": 1}) as cluster:
+        ours = f"zr{cluster.net.suffix}-"   # (other test runs on this machine make theirs)
         cluster.add_node(num_cpus=1, resources={"left": 1})
         cluster.add_node(num_cpus=1, resources={"right": 1})
         zray.init(address=cluster.address)
@@ -33,7 +33,8 @@ def three_hosts():
             zray.shutdown()
     pids, files = wait_gone(before_pids, before_files)
     assert not pids and not files, f"the cluster left processes {pids} or files {files}"
-    assert set(_netns_list()) == namespaces, "the cluster left network namespaces"
+    left = [name for name in _netns_list() if name.startswith(ours)]
+    assert not left, f"the cluster left network namespaces {left}"
 
 
 def _netns_list() -> list[str]:
@@ -221,3 +222,148 @@ def test_a_value_whose_node_died_is_lost_not_waited_for(three_hosts):
     with pytest.raises(zray.exceptions.ObjectLostError):
         zray.get(digest.remote(ref), timeout=T)
     assert time.monotonic() - started < T
+
+
+# -- scheduling strategies and placement groups across hosts ---------------------------
+from zray.util.placement_group import (  # noqa: E402
+    placement_group,
+    placement_group_table,
+    remove_placement_group,
+)
+from zray.util.scheduling_strategies import (  # noqa: E402
+    NodeAffinitySchedulingStrategy,
+    PlacementGroupSchedulingStrategy,
+)
+
+
+@zray.remote
+def where_slowly(seconds: float) -> str:
+    time.sleep(seconds)
+    return zray.get_runtime_context().get_node_id()
+
+
+def test_spread_puts_a_burst_on_every_node(three_hosts):
+    ips = node_ips()
+    refs = [where_slowly.options(scheduling_strategy="SPREAD").remote(0.2) for _ in range(6)]
+    assert set(zray.get(refs, timeout=T)) == set(ips)
+
+
+def test_node_affinity_runs_tasks_and_actors_on_the_named_node(three_hosts):
+    for node_id in node_ips():
+        hard = NodeAffinitySchedulingStrategy(node_id, soft=False)
+        assert zray.get(where.options(scheduling_strategy=hard).remote(), timeout=T) == node_id
+        counter = Counter.options(resources={}, scheduling_strategy=hard).remote()
+        assert zray.get(counter.add.remote(1), timeout=T) == (1, node_id)
+        del counter
+
+
+def test_node_affinity_to_a_node_that_is_not_there(three_hosts):
+    gone = "ab" * 16
+    hard = NodeAffinitySchedulingStrategy(gone, soft=False)
+    with pytest.raises(zray.exceptions.TaskUnschedulableError, match="NodeAffinity"):
+        zray.get(where.options(scheduling_strategy=hard).remote(), timeout=T)
+    soft = NodeAffinitySchedulingStrategy(gone, soft=True)
+    assert zray.get(where.options(scheduling_strategy=soft).remote(), timeout=T) in node_ips()
+    # Hard affinity to a live node that can never run it ("left" is on another node).
+    here = zray.get_runtime_context().get_node_id()
+    with pytest.raises(zray.exceptions.TaskUnschedulableError):
+        zray.get(where.options(resources={"left": 1}, scheduling_strategy=NodeAffinitySchedulingStrategy(
+            here, soft=False)).remote(), timeout=T)
+
+
+def test_strict_spread_puts_each_bundle_on_a_node_of_its_own(three_hosts):
+    pg = placement_group([{"CPU": 1}] * 3, strategy="STRICT_SPREAD")
+    too_many = placement_group([{"CPU": 1}] * 4, strategy="STRICT_SPREAD")
+    try:
+        assert pg.wait(T)
+        table = placement_group_table(pg)
+        assert table["state"] == "CREATED"
+        assert set(table["bundles_to_node_id"].values()) == set(node_ips())
+        for i, node_id in table["bundles_to_node_id"].items():
+            in_bundle = PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=i)
+            assert zray.get(where.options(scheduling_strategy=in_bundle).remote(), timeout=T) == node_id
+        assert not too_many.wait(1)
+        assert placement_group_table(too_many)["state"] == "PENDING"
+        assert zray.available_resources().get("CPU", 0) == 0   # all three set aside
+    finally:
+        remove_placement_group(pg)
+        remove_placement_group(too_many)
+    wait_for(lambda: zray.available_resources().get("CPU") == 3, "the bundles' CPUs came back")
+
+
+def test_an_actor_in_a_bundle_on_another_node_ends_with_its_group(three_hosts):
+    pg = placement_group([{"CPU": 1, "right": 1}], strategy="STRICT_PACK")
+    assert zray.get(pg.ready(), timeout=T) == pg
+    right = placement_group_table(pg)["bundles_to_node_id"][0]
+    counter = Counter.options(scheduling_strategy=PlacementGroupSchedulingStrategy(pg, 0)).remote()
+    assert zray.get(counter.add.remote(2), timeout=T) == (2, right)
+    remove_placement_group(pg)
+    with pytest.raises(zray.exceptions.ActorDiedError, match="placement group"):
+        zray.get(counter.add.remote(1), timeout=T)
+    wait_for(lambda: zray.available_resources().get("right") == 1, "'right' came back")
+
+
+# -- node failure ----------------------------------------------------------------------
+@zray.remote(resources={"flaky": 1})
+def flaky_node(seconds: float) -> str:
+    time.sleep(seconds)
+    return zray.get_runtime_context().get_node_id()
+
+
+def _running_on(node_id: str, n: int) -> bool:
+    return any(x["NodeID"] == node_id and x["Load"].get("running", 0) >= n for x in zray.nodes())
+
+
+def _node_id(node) -> str:
+    return next(x["NodeID"] for x in zray.nodes() if x["NodeManagerAddress"] == node.address
+                and x["Alive"])
+
+
+def test_tasks_of_a_dead_node_run_again_elsewhere_or_fail_with_node_died(three_hosts):
+    doomed = three_hosts.add_node(num_cpus=2, resources={"flaky": 2})
+    retried = flaky_node.remote(3)
+    lost = flaky_node.options(max_retries=0).remote(3)
+    wait_for(lambda: _running_on(_node_id(doomed), 2), "both tasks run on the doomed node")
+    spare = three_hosts.add_node(num_cpus=1, resources={"flaky": 1})
+    three_hosts.remove_node(doomed)
+    with pytest.raises(zray.exceptions.NodeDiedError, match="no retries left"):
+        zray.get(lost, timeout=T)
+    assert zray.get(retried, timeout=T) == _node_id(spare)
+    _remove(three_hosts, spare)
+
+
+def _remove(cluster, node) -> None:
+    """Stop a node the way `zray stop` does; the head lists it dead at once."""
+    node_id = _node_id(node)
+    cluster.remove_node(node, allow_graceful=True)
+    wait_for(lambda: node_id not in node_ips(), "the stopped node is listed dead")
+
+
+@zray.remote(resources={"flaky": 1})
+class Survivor:
+    def __init__(self):
+        self.n = 0
+
+    def add(self):
+        self.n += 1
+        return self.n, zray.get_runtime_context().get_node_id()
+
+    def slow(self, seconds):
+        time.sleep(seconds)
+
+
+def test_actors_of_a_dead_node_restart_elsewhere_or_die(three_hosts):
+    doomed = three_hosts.add_node(num_cpus=1, resources={"flaky": 2})
+    keeps = Survivor.options(max_restarts=1).remote()
+    dies = Survivor.remote()
+    assert zray.get(keeps.add.remote(), timeout=T) == (1, _node_id(doomed))
+    assert zray.get(dies.add.remote(), timeout=T) == (1, _node_id(doomed))
+    in_flight = keeps.slow.remote(60)
+    spare = three_hosts.add_node(num_cpus=1, resources={"flaky": 1})
+    three_hosts.remove_node(doomed)
+    with pytest.raises(zray.exceptions.ActorDiedError, match="died"):
+        zray.get(in_flight, timeout=T)     # max_task_retries=0: not run again
+    assert zray.get(keeps.add.remote(), timeout=T) == (1, _node_id(spare))   # a new instance
+    with pytest.raises(zray.exceptions.ActorDiedError, match=r"node .* died"):
+        zray.get(dies.add.remote(), timeout=T)
+    _remove(three_hosts, spare)

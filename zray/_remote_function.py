@@ -6,7 +6,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from . import _options
+from . import _options, _strategies
 from . import _protocol as P
 from . import _serialization as S
 from ._context import runtime_or_init
@@ -58,7 +58,9 @@ class RemoteFunction:
         retry_exc = options.get("retry_exceptions", False)
         if isinstance(retry_exc, (list, tuple)):
             retry_exc = S.dumps(list(retry_exc))[0]
-        return (_options.resources_of(options, 1), options.get("num_returns", 1),
+        res = _strategies.apply(_options.resources_of(options, 1),
+                                options.get("scheduling_strategy"), f"remote function {self._name}")
+        return (res, options.get("num_returns", 1),
                 options.get("max_retries", 3), retry_exc, options.get("name") or self._name)
 
     def bind(self, *args: Any, **kwargs: Any) -> Any:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from . import _options
+from . import _options, _strategies
 from . import _protocol as P
 from . import _serialization as S
 from ._context import ActorExit, current_context, runtime_or_init
@@ -118,6 +118,7 @@ class ActorClass:
         res = _options.resources_of(options, 0)
         if options.get("num_cpus") is None:
             res["_default_cpu"] = 1.0
+        res = _strategies.apply(res, options.get("scheduling_strategy"), f"actor {self._name}")
         concurrency = options.get("max_concurrency")
         if concurrency is None:
             concurrency = 1000 if self._is_async else 1

@@ -203,6 +203,15 @@ class TaskPlacementGroupRemoved(ZrayError):
     """The placement group the task was in was removed."""
 
 
+class TaskUnschedulableError(ZrayError):
+    """The task can never run where its scheduling_strategy says (a hard node affinity
+    to a node that is dead, unknown or too small)."""
+
+
+class ActorUnschedulableError(RayActorError):
+    """The actor can never be placed where its scheduling_strategy says."""
+
+
 class ProtocolError(ZrayError):
     """A message did not follow zray's wire protocol (bad frame, version or type).
 

@@ -36,6 +36,7 @@ ABANDON = "abandon"  # (ABANDON, spec)                   the call on a user thre
 # A peer is ("actor", actor_id) or ("lease", worker_id).
 
 RESOLVING, ALIVE, RESTARTING, DEAD, KILLED = "RESOLVING", "ALIVE", "RESTARTING", "DEAD", "KILLED"
+LOST = "LOST"   # (a notice only) the node the actor lived on died
 
 
 class ActorLane:
@@ -87,6 +88,7 @@ class Lanes:
         self.lease_of: dict[bytes, Lease] = {}      # worker_id -> its lease
         self.node_inflight: dict[tuple, int] = {}   # tasks of a shape sent via the node
         self.task_key: dict[bytes, tuple] = {}      # node-path task -> its shape
+        self.via_calls: dict[bytes, bytes] = {}     # call sent via the nodes -> its actor
 
     # -- actor calls -------------------------------------------------------------
     def _actor(self, aid: bytes, acts: list) -> ActorLane:
@@ -117,12 +119,15 @@ class Lanes:
                 a.batch = []
         return acts
 
-    @staticmethod
-    def _send_calls(aid: bytes, a: ActorLane, specs: list) -> list:
-        if a.via_node:
-            return [(NODE, P.SUBMIT, (specs,))]
+    def _send_calls(self, aid: bytes, a: ActorLane, specs: list) -> list:
         for spec in specs:
             a.inflight[spec[P.T_ID]] = spec
+        if a.via_node:
+            # (Kept until their results pass: if the actor's node dies, they are retried
+            # or failed here; while it lives, its mailbox retries them.)
+            for spec in specs:
+                self.via_calls[spec[P.T_ID]] = aid
+            return [(NODE, P.SUBMIT, (specs,))]
         return [(SEND, ("actor", aid), P.SUBMIT, (specs,))]
 
     def actor_address(self, aid: bytes, state: str, address: str, error: bytes | None) -> list:
@@ -135,6 +140,8 @@ class Lanes:
             return self._alive(aid, a, address)
         if state == RESTARTING:
             return self._restarting(aid, a)
+        if state == LOST:
+            return self._lost(aid, a, error)
         return self._dead(aid, a, error)
 
     def _alive(self, aid: bytes, a: ActorLane, address: str) -> list:
@@ -166,9 +173,14 @@ class Lanes:
 
     def _restarting(self, aid: bytes, a: ActorLane) -> list:
         """Calls in flight on the old instance: retried on the new one, in their order
-        ahead of the calls made since, or failed when their budget is spent."""
+        ahead of the calls made since, or failed when their budget is spent. (Via the
+        nodes, the actor's mailbox retries them itself.)"""
         acts = self._close(aid, a)
         a.state = RESTARTING
+        if a.via_node:
+            a.queue.extendleft(reversed(a.batch))
+            a.batch = []
+            return acts
         retry = []
         for spec in self._inflight(a, acts):
             if P.spend_retry(spec):
@@ -183,10 +195,32 @@ class Lanes:
         a.queue.extendleft(reversed(retry))
         return acts
 
+    def _lost(self, aid: bytes, a: ActorLane, error: bytes | None) -> list:
+        """The node the actor lived on died (LOST, from this process's node): the calls
+        in flight there are retried as far as their budget goes (else they fail with
+        `error`), and the actor is looked up again: the head restarts it elsewhere if
+        it may restart, or it is dead."""
+        acts: list = []
+        retry = []
+        for spec in self._inflight(a, acts):
+            self.via_calls.pop(spec[P.T_ID], None)
+            if P.spend_retry(spec):
+                retry.append(spec)
+            else:
+                acts.append((FAIL, spec, error))
+        a.inflight.clear()
+        a.queue.extendleft(reversed(a.batch))
+        a.batch = []
+        a.queue.extendleft(reversed(retry))
+        a.state, a.via_node = RESOLVING, False
+        acts.append((NODE, P.LOOKUP, (aid,)))
+        return acts
+
     def _dead(self, aid: bytes, a: ActorLane, error: bytes | None) -> list:
         acts = self._close(aid, a)
         a.state, a.error = DEAD, error
         for spec in [*self._inflight(a, acts), *a.batch, *a.queue]:
+            self.via_calls.pop(spec[P.T_ID], None)
             acts.append((FAIL, spec, error))
         a.inflight.clear()
         a.queue.clear()
@@ -263,7 +297,7 @@ class Lanes:
                         pending.remove(spec)
                         return True, [(FAIL, spec, pickle.dumps(TaskCancelledError(task_id.hex())))]
             sent = task_id in a.inflight or (a.sync is not None and a.sync[P.T_ID] == task_id)
-            if sent and a.state == ALIVE:
+            if sent and a.state == ALIVE and not a.via_node:
                 return True, [(SEND, ("actor", aid), P.CANCEL, (task_id, force))]
         return False, []
 
@@ -304,7 +338,12 @@ class Lanes:
         return [(NODE, P.LEASE, (list(key), res))]
 
     def node_result(self, task_id: bytes) -> None:
-        """A task that went through the node has its result."""
+        """A task (or a call via the nodes) that went through the node has its result."""
+        if self.via_calls:
+            aid = self.via_calls.pop(task_id, None)
+            if aid is not None:
+                self.call_result(aid, task_id)
+                return
         key = self.task_key.pop(task_id, None)
         if key is not None:
             n = self.node_inflight[key] - 1

@@ -17,3 +17,5 @@ ACTOR_STATE = "actor"      # (ACTOR_STATE, actor_id, state name, info)
 
 # error kinds for FAIL
 CRASHED, CANCELLED, ACTOR_DIED = "crashed", "cancelled", "actor_died"
+UNSCHEDULABLE = "unschedulable"   # its strategy names a node that cannot run it
+NODE_DIED = "node_died"           # the node it ran on died (no retries left)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 from .. import _protocol as P
+from .. import _strategies as ST
 from ..exceptions import ProtocolError
 from ._placement import NodeView
 
@@ -162,11 +163,26 @@ class ControlStore:
         actor["state"] = f[1]
         node = self.by_ident.get(ident)
         actor["node_id"] = node.node_id.hex() if node else None
+        info = f[2] if type(f[2]) is dict else {}
+        for field, kind in (("class_name", str), ("pid", int)):   # shown by the dashboard
+            if type(info.get(field)) is kind:
+                actor[field] = info[field]
+        if f[1] == "RESTARTING":
+            actor["restarts"] = actor.get("restarts", 0) + 1
         if f[1] == "DEAD":
             key = (actor.get("namespace"), actor.get("name"))
             if self.named.get(key) == f[0]:
                 del self.named[key]
             actor["death"] = f[2].get("reason")
+
+    def actor_lost(self, actor_id: bytes, why: str) -> None:
+        """The head declares an actor dead (its node died, or it can never be placed)."""
+        actor = self.actors.get(actor_id)
+        if actor is not None and actor.get("state") != "DEAD":
+            actor["state"], actor["death"] = "DEAD", why
+            key = (actor.get("namespace"), actor.get("name"))
+            if self.named.get(key) == actor_id:
+                del self.named[key]
 
     # -- control calls: one method per op ------------------------------------------
     def call(self, op: str, args: list):
@@ -222,4 +238,6 @@ class ControlStore:
             if node.alive:
                 for k, v in pick(node).items():
                     total[k] = total.get(k, 0.0) + float(v)
-        return {k: v for k, v in total.items() if v > 0 or k in ("CPU",)}
+        # (A placement group's bundles are not resources of their own, as in Ray.)
+        return {k: v for k, v in total.items()
+                if (v > 0 or k in ("CPU",)) and not ST.is_group_resource(k)}

@@ -59,6 +59,11 @@ class ActorDirectory:
     def _address(self, ident: bytes, address: str) -> str:
         return address if self._is_local(ident) else ""
 
+    def remember_death(self, actor_id: bytes, blob: bytes) -> None:
+        """The error the actor's calls fail with, should it be asked about here (it
+        lived on a node that died)."""
+        self._fail_blob[actor_id] = blob
+
     def forget(self, actor_id: bytes) -> list[bytes]:
         """The actor lives elsewhere now: its subscribers here (to look it up there)."""
         return list(self._subscribers.pop(actor_id, ()))

@@ -7,13 +7,15 @@ import pickle
 from .. import _protocol as P
 from ..exceptions import (
     ActorDiedError,
+    NodeDiedError,
     OwnerDiedError,
     RaySystemError,
     TaskCancelledError,
+    TaskUnschedulableError,
     WorkerCrashedError,
     ZrayError,
 )
-from ._actions import ACTOR_DIED, CANCELLED
+from ._actions import ACTOR_DIED, CANCELLED, NODE_DIED, UNSCHEDULABLE
 
 
 def failed_result(spec: list, kind: str, why: str, actor_blob: bytes | None) -> list:
@@ -28,6 +30,10 @@ def failed_result(spec: list, kind: str, why: str, actor_blob: bytes | None) -> 
             return P.error_result(spec, actor_blob)
         err = ActorDiedError(f"The actor {spec[P.T_ACTOR].hex()} is dead ({why}); "
                              f"the call {name} cannot run.", spec[P.T_ACTOR].hex())
+    elif kind == NODE_DIED:
+        err = NodeDiedError(f"The task {name} was lost: {why}")
+    elif kind == UNSCHEDULABLE:
+        err = TaskUnschedulableError(f"The task {name} is not schedulable: {why}")
     else:
         err = WorkerCrashedError(f"The worker running task {name} died unexpectedly ({why}) "
                                  "and it has no retries left (max_retries).")

@@ -80,6 +80,26 @@ class Mailboxes:
         self.pending.append(aid)
         return self.schedule()
 
+    def keep(self, aid: bytes, res: dict) -> list:
+        """An actor this node spilled back runs here after all (its strategy chose this
+        node): it waits here for `res` (its request without the strategy's markers)."""
+        actor = self.actors.get(aid)
+        if actor is None or actor.state != AState.PENDING or aid in self.pending:
+            return []
+        actor.spec[P.A_RES] = res
+        self.pending.append(aid)
+        return self.schedule()
+
+    def unplaceable(self, aid: bytes, why: str) -> list:
+        """An actor spilled back from here can never be placed where its strategy says:
+        it is dead, and so are the calls waiting for it."""
+        actor = self.actors.get(aid)
+        if actor is None or actor.state != AState.PENDING:
+            return []
+        actor.no_restart = True
+        actor.death = why
+        return self._died(actor, why)
+
     def forget(self, aid: bytes) -> list:
         """An actor spilled back from here now lives on another node: drop its record
         (it holds nothing here) and return the calls its mailbox held, in order."""
@@ -173,13 +193,13 @@ class Mailboxes:
             actor.inflight.pop(task_id, None)
 
     # -- the end -----------------------------------------------------------------
-    def kill(self, aid: bytes, no_restart: bool) -> list:
+    def kill(self, aid: bytes, no_restart: bool, why: str = "it was killed with zray.kill()") -> list:
         actor = self.actors.get(aid)
         if actor is None or actor.state == AState.DEAD:
             return []
         if no_restart:
             actor.no_restart = True
-            actor.death = "it was killed with zray.kill()"
+            actor.death = why
         if actor.worker is not None and actor.worker in self.by_worker:
             return [(KILL, actor.worker)]
         return self._died(actor, actor.death or "it was killed")

@@ -11,13 +11,17 @@ waits until this node pulled it (_transfer), in order with what follows it.
 """
 from __future__ import annotations
 
+import pickle
 from typing import Any
 
 from .. import _protocol as P
+from .. import _strategies as ST
 from .._config import CONFIG
 from .._session import tell_ready
-from ..exceptions import ProtocolError
+from ..exceptions import ActorDiedError, ProtocolError
+from ._actions import FAIL, NODE_DIED, UNSCHEDULABLE
 from ._remote import RemoteActors
+from ._resources import actor_demand
 from ._transfer import Transfers, stored_in
 
 _MARK = b"zray-"    # in a header that names a segment (a cheap test before decoding it)
@@ -32,6 +36,10 @@ class NodeCluster:
         self._relayed = False                        # handling a message another node relayed
         self.head_monitor: Any = None                # handshake failures with the head
         self._failed_handshakes = 0
+        self.bundles: dict[bytes, tuple] = {}        # pg_id -> (taken, offered): set aside here
+        self.placed_tasks: set[bytes] = set()          # tasks the head placed here, running
+        self._dead_nodes: set[bytes] = set()           # as the last node table said
+        self.done_placed: list[bytes] = []             # of those, done since the last heartbeat
         self.transfers = Transfers(node.store_prefix, node.store, self._node_of_prefix,
                                    self._to_node, node.log)
 
@@ -125,6 +133,10 @@ class NodeCluster:
         links = self.n.links
         links.set_table(f[0])
         self.transfers.nodes_changed(lambda node_id: links.table.get(node_id, ("", False))[1])
+        dead = {nid for nid, row in links.table.items() if not row[1]}
+        for node_id in dead - self._dead_nodes:
+            self._node_died(node_id)
+        self._dead_nodes = dead
         if self.n.ready_fd is not None:   # the head knows this node: it is ready
             tell_ready(self.n.ready_fd, self.n.node_id.hex())
             self.n.ready_fd = None
@@ -223,4 +235,129 @@ class NodeCluster:
         actor = len(spec) == P.ACTOR_FIELDS
         stored_in(spec[P.A_ARGS if actor else P.T_ARGS], names)
         stored_in(spec[P.A_SLOTS if actor else P.T_SLOTS], names)
+        if not actor:
+            self.placed_tasks.add(spec[P.T_ID])
         self.transfers.when_here(None, names, lambda: create(spec))
+
+    def _node_died(self, node_id: bytes) -> None:
+        """Another node died: the clients here that called actors there are told (LOST:
+        their calls in flight there are retried or fail, and they look the actor up
+        again, restarted elsewhere by the head or dead)."""
+        lost = self.remote.lost(node_id)
+        self.n.log.info("a node died", node=node_id.hex(), actors=len(lost))
+        for actor_id, callers in lost:
+            blob = pickle.dumps(ActorDiedError(
+                f"The actor {actor_id.hex()} is dead: the node {node_id.hex()} it lived on "
+                "died.", actor_id.hex()))
+            self.n.directory.remember_death(actor_id, blob)
+            for client in callers:
+                self.n._send(client, P.ACTOR_ADDR, actor_id, "LOST", "", blob)
+
+    # -- scheduling strategies: what this node spills, keeps or fails --------------
+    def spill_or_keep(self, specs: list) -> list:
+        """Of the specs this node cannot run as they are, those for the head; a spec
+        whose strategy lets this node run it runs here, one it makes impossible fails."""
+        here = self.n.node_id.hex()
+        others = any(row[1] for nid, row in self.n.links.table.items() if nid != self.n.node_id)
+        res = self.n.sched.res
+        out = []
+        for spec in specs:
+            actor = len(spec) == P.ACTOR_FIELDS
+            want = spec[P.A_RES if actor else P.T_RES]
+            feasible = (lambda r: res.feasible(actor_demand(r))) if actor else res.feasible
+            choice = ST.local_choice(want, here, others, feasible)
+            if choice == ST.HEAD:
+                out.append(spec)
+            elif choice == ST.LOCAL:
+                self._keep(spec, ST.stripped(want))
+            else:
+                self.unplaceable(spec, f"its NodeAffinitySchedulingStrategy names this node "
+                                       f"({here}), which can never give it {ST.stripped(want)}")
+        return out
+
+    def _keep(self, spec: list, res: dict) -> None:
+        if len(spec) == P.ACTOR_FIELDS:
+            self.n._do(self.n.sched.mailboxes.keep(spec[P.A_ID], res))
+        else:
+            spec[P.T_RES] = res
+            self.n._do(self.n.sched.submit([spec]))
+
+    def unplaceable(self, spec: list, why: str, kind: str = UNSCHEDULABLE) -> None:
+        """Work that can never run where its strategy says (or whose node died with it):
+        its owner is told."""
+        if len(spec) == P.ACTOR_FIELDS:
+            what = "it is not schedulable" if kind == UNSCHEDULABLE else "it was lost"
+            self.n._do(self.n.sched.mailboxes.unplaceable(spec[P.A_ID], f"{what}: {why}"))
+        else:
+            self.n._do([(FAIL, spec, kind, why)])
+
+    def on_unplaceable(self, mtype: int, f: list) -> None:
+        """The head failed work this node spilled (UNPLACEABLE)."""
+        spec, why, kind = f
+        if type(spec) is not list or type(why) is not str or kind not in (UNSCHEDULABLE, NODE_DIED):
+            raise ProtocolError("UNPLACEABLE wants spec, reason, kind")
+        spec = P.check_actor(spec) if len(spec) == P.ACTOR_FIELDS else P.check_task(spec)
+        self.unplaceable(spec, why, kind)
+
+    # -- tasks the head placed here: reported done, so the head retries the rest if
+    # this node dies ------------------------------------------------------------------
+    def finished(self, task_id: bytes) -> None:
+        if task_id in self.placed_tasks:
+            self.placed_tasks.discard(task_id)
+            self.done_placed.append(task_id)
+
+    def take_done(self) -> list:
+        done, self.done_placed = self.done_placed, []
+        return done
+
+    # -- placement groups: bundles set aside here --------------------------------------
+    def on_reserve(self, mtype: int, f: list) -> None:
+        """The head asks this node to set a placement group's bundles aside: all of
+        them if they fit now (their resources offered again under the bundles' names),
+        else none; it answers RESERVED either way."""
+        pg_id, bundles = f
+        if type(pg_id) is not bytes or type(bundles) is not list or not all(
+                type(b) is list and len(b) == 2 and type(b[0]) is int and P.resources_ok(b[1])
+                for b in bundles):
+            raise ProtocolError("RESERVE wants pg_id, [[index, {resource: amount}], ...]")
+        res = self.n.sched.res
+        need: dict = {}
+        for _, bundle in bundles:
+            for k, v in bundle.items():
+                need[k] = need.get(k, 0.0) + float(v)
+        ok = pg_id not in self.bundles and res.fits(need)
+        if ok:
+            res.take(need)
+            added: dict = {}
+            for index, bundle in bundles:
+                for k, v in ST.bundle_resources(pg_id.hex(), index, bundle).items():
+                    added[k] = added.get(k, 0.0) + v
+            for k, v in added.items():
+                res.total[k] = res.total.get(k, 0.0) + v
+                res.avail[k] = res.avail.get(k, 0.0) + v
+            self.bundles[pg_id] = (need, added)
+        self.n._to_head(P.RESERVED, pg_id, ok)
+        if ok:
+            self.n._do(self.n.sched.tasks.schedule())
+
+    def on_unreserve(self, mtype: int, f: list) -> None:
+        """A placement group was removed: its bundles' resources go back to the node,
+        its actors here end and its queued tasks fail (running tasks finish)."""
+        held = self.bundles.pop(f[0], None) if type(f[0]) is bytes else None
+        if held is None:
+            return
+        need, added = held
+        res, hex_id = self.n.sched.res, f[0].hex()
+        for k in added:
+            res.total.pop(k, None)
+            res.avail.pop(k, None)
+        res.give(need, [])
+        why = f"its placement group {hex_id} was removed"
+        mailboxes = self.n.sched.mailboxes
+        for aid, actor in list(mailboxes.actors.items()):
+            if any(k.endswith(hex_id) for k in actor.spec[P.A_RES]):
+                self.n._do(mailboxes.kill(aid, True, why))
+        self.n._do([(FAIL, spec, UNSCHEDULABLE, why)
+                    for spec in self.n.sched.tasks.drop_queued(lambda r: any(
+                        k.endswith(hex_id) for k in r))])
+        self.n._do(self.n.sched.tasks.schedule())

@@ -23,6 +23,7 @@ class RemoteActors:
         self.where: dict[bytes, bytes] = {}        # actor_id -> node_id
         self._parked: dict[bytes, list] = {}       # actor_id -> [(client, mtype, fields)]
         self._expected: set[bytes] = set()         # placed here by the head, not arrived yet
+        self.callers: dict[bytes, set[bytes]] = {} # actor_id -> clients here that called it
 
     def is_remote(self, actor_id: bytes) -> bool:
         return actor_id in self.where
@@ -31,6 +32,10 @@ class RemoteActors:
         """Pass a client's message about a remote actor on to its node (or park it until
         the head says where the actor is)."""
         node_id = self.where.get(actor_id)
+        callers = self.callers.get(actor_id)
+        if callers is None:
+            callers = self.callers[actor_id] = set()
+        callers.add(client)
         if node_id is None:
             self.park(client, actor_id, mtype, fields)
             return
@@ -71,6 +76,14 @@ class RemoteActors:
         for client, mtype, fields in parked:
             self.send(client, actor_id, mtype, *fields)
         return []
+
+    def lost(self, node_id: bytes) -> list[tuple[bytes, set[bytes]]]:
+        """A node died: the actors this node believed there, each with the clients here
+        that called it (to be told); they are looked up afresh from now on."""
+        gone = [aid for aid, where in self.where.items() if where == node_id]
+        for aid in gone:
+            del self.where[aid]
+        return [(aid, self.callers.pop(aid, set())) for aid in gone]
 
     def moved(self, actor_id: bytes, node_id: bytes) -> None:
         """An actor this node spilled back was placed on `node_id` by the head."""

@@ -108,6 +108,17 @@ class Tasks:
             acts.append((SPILLBACK, spill))
         return acts
 
+    def drop_queued(self, which) -> list:
+        """Take the queued tasks whose resource request `which(res)` picks out of the
+        queues (they can no longer run here); those specs."""
+        out: list = []
+        for shape, queue in list(self.queues.items()):
+            if queue and which(queue[0][P.T_RES]):
+                out.extend(queue)
+                self.queued -= len(queue)
+                del self.queues[shape]
+        return out
+
     def _queue(self, spec: list, front: bool = False) -> None:
         queue = self.queues.setdefault(shape_of(spec[P.T_RES]), deque())
         if front:

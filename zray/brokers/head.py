@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from .. import _protocol as P
+from .. import _strategies as ST
 from .._config import CONFIG
 from .._keys import ZapHandler, serve, warn_insecure
 from .._keys import load as load_keys
@@ -19,7 +20,8 @@ from .._object_store import STORED
 from .._session import tell_ready
 from ..exceptions import ProtocolError
 from ._control import ControlStore
-from ._placement import pick_node
+from ._groups import Groups
+from ._placement import Spread, feasible, pick_node
 from ._resources import actor_demand
 
 
@@ -41,12 +43,23 @@ class HeadBroker:
         # The functions and classes spilled work needs, sent along with it to the node
         # that runs it. (Kept: work held as infeasible is placed later.)
         self.funcs: dict[bytes, bytes] = {}
+        self.spread = Spread()                        # scheduling_strategy="SPREAD"
+        # Tasks placed on each node and not reported done: placed again elsewhere (or
+        # failed, their retries spent) if that node dies. node_id -> {task_id: (spec, from)}
+        self.placed: dict[bytes, dict[bytes, tuple]] = {}
+        # Actors the head placed, alive: restarted elsewhere (max_restarts) if their
+        # node dies. actor_id -> (spec, from)
+        self.placed_actors: dict[bytes, tuple] = {}
+        self.groups = Groups(self.store, self._send, self._retry_infeasible)
         self.running = True
         self._handlers = {
             P.HEARTBEAT: self._on_heartbeat, P.NODE_HELLO: self._on_node_hello,
             P.HEAD_CALL: self._on_head_call, P.SPILLBACK: self._on_spillback,
-            P.ACTOR_EVENT: self._on_actor_event,
+            P.ACTOR_EVENT: self._on_actor_event, P.RESERVED: self._on_reserved,
+            P.NODE_BYE: self._on_node_bye,
         }
+        self._group_calls = {"pg_create": self.groups.create, "pg_remove": self._remove_group,
+                             "pg_table": self.groups.table, "pg_get": self.groups.get}
 
     def serve(self) -> None:
         import zmq
@@ -115,13 +128,27 @@ class HeadBroker:
         dead = self.store.silent_nodes(now, CONFIG.heartbeat_s * CONFIG.heartbeat_misses)
         for node in dead:
             self.log.warning("node missed its heartbeats", node=node.node_id.hex())
-        if dead:
-            self._broadcast_nodes()
+        self._nodes_dead(dead)
         self._expire_locating(now)
+        self.groups.tick(now, CONFIG.heartbeat_s)
         for i, (spec, owner, seen, warned) in enumerate(self.infeasible):
             if not warned and now - seen >= CONFIG.infeasible_warning_s:
                 self.infeasible[i] = (spec, owner, seen, True)
                 self._warn_infeasible(spec, owner)
+
+    def _on_node_bye(self, ident: bytes, f: list) -> None:
+        node = self.store.by_ident.get(ident)
+        if node is not None and node.alive and node.node_id == f[0]:
+            node.alive, node.death = False, "it stopped"
+            self._nodes_dead([node])
+
+    def _nodes_dead(self, dead: list) -> None:
+        if dead:
+            # First the table (each node tells the callers of actors there), then what
+            # moves: a restarted actor's PLACED must reach its node after the death.
+            self._broadcast_nodes()
+        for node in dead:
+            self._node_died(node.node_id, node.death)
 
     # -- messages: one handler per type -------------------------------------------------
     def _handle(self, ident: bytes, mtype: int, f: list) -> None:
@@ -131,7 +158,37 @@ class HeadBroker:
         handler(ident, f)
 
     def _on_heartbeat(self, ident: bytes, f: list) -> None:
+        done = f[2].pop("done", None) if type(f[2]) is dict else None
         self.store.heartbeat(f, time.monotonic())
+        placed = self.placed.get(f[0])
+        if placed and type(done) is list:
+            for task_id in done:
+                placed.pop(task_id, None)
+
+    def _node_died(self, node_id: bytes, why: str) -> None:
+        """A node stopped answering: the tasks placed there run elsewhere, as far as
+        their retries go (else their owners get NodeDiedError); its actors restart
+        elsewhere, as far as their max_restarts go (else they are dead)."""
+        hex_id = node_id.hex()
+        for aid, actor in list(self.store.actors.items()):
+            if actor.get("node_id") != hex_id or actor.get("state") == "DEAD":
+                continue
+            spec, from_ident = self.placed_actors.get(aid, (None, b""))
+            if spec is None or spec[P.A_MAX_RESTARTS] == 0:
+                self.store.actor_lost(aid, f"its node {hex_id} died ({why})")
+                self.placed_actors.pop(aid, None)
+                continue
+            if spec[P.A_MAX_RESTARTS] > 0:
+                spec[P.A_MAX_RESTARTS] -= 1
+            actor["state"] = "RESTARTING"
+            self._place(from_ident, spec)
+        for spec, from_ident in self.placed.pop(node_id, {}).values():
+            if P.spend_retry(spec):
+                self._place(from_ident, spec)
+            else:
+                self._send(from_ident, P.UNPLACEABLE, spec, (
+                    f"the node {node_id.hex()} running it died ({why}) and it has no retries "
+                    "left (max_retries)."), "node_died")
 
     def _on_node_hello(self, ident: bytes, f: list) -> None:
         self.store.node_hello(ident, f, time.monotonic())
@@ -151,7 +208,9 @@ class HeadBroker:
             self._locate(ident, client, seq, args)
             return
         try:
-            ok, result = True, self.store.call(op, args)
+            group_call = self._group_calls.get(op) if type(op) is str else None
+            ok, result = True, (group_call(args) if group_call is not None
+                                else self.store.call(op, args))
         except Exception as exc:   # any failure goes back to the caller, as its error
             ok, result = False, str(exc)
         self._send(ident, P.HEAD_REPLY, client, seq, ok, result)
@@ -170,8 +229,17 @@ class HeadBroker:
                 continue
             self._place(ident, spec)
 
+    def _on_reserved(self, ident: bytes, f: list) -> None:
+        self.groups.on_reserved(ident, f)
+
+    def _remove_group(self, args: list) -> None:
+        self.groups.remove(args)
+        self._retry_infeasible()   # what waits for it fails now
+
     def _on_actor_event(self, ident: bytes, f: list) -> None:
         self.store.actor_event(ident, f)
+        if f[1] == "DEAD":
+            self.placed_actors.pop(f[0], None)
         for where, client, seq, _deadline in self._locating.pop(f[0], ()):
             self._send(where, P.HEAD_REPLY, client, seq, True, self.store.actor_node(f[0]))
 
@@ -181,7 +249,7 @@ class HeadBroker:
         if type(actor_id) is not bytes:
             raise ProtocolError("actor_node wants [actor_id]")
         node = self.store.actor_node(actor_id)
-        if node is not None:
+        if node is not None or self.store.actors.get(actor_id, {}).get("state") == "DEAD":
             self._send(ident, P.HEAD_REPLY, client, seq, True, node)
             return
         # Not reported yet (its handle can travel faster than its creation's report):
@@ -197,11 +265,12 @@ class HeadBroker:
     # -- placement: decode, ask _placement, send --------------------------------------
     def _place(self, from_ident: bytes, spec: list) -> None:
         demand = _demand(spec)
-        # Never back to the node that spilled it (it cannot run it).
-        exclude = [n.node_id for n in self.store.nodes.values() if n.ident == from_ident]
-        spiller = self.store.by_ident.get(from_ident)
-        local = _arg_bytes(spec, spiller.node_id) if spiller is not None else {}
-        node_id = pick_node(demand, self.store.views(), local, exclude)
+        node_id, why = self._choose(from_ident, spec, demand)
+        if why:
+            self._send(from_ident, P.UNPLACEABLE, spec, why, "unschedulable")
+            if len(spec) == P.ACTOR_FIELDS:
+                self.store.actor_lost(spec[P.A_ID], f"it is not schedulable: {why}")
+            return
         if node_id is None:
             owner = spec[P.A_OWNER] if len(spec) == P.ACTOR_FIELDS else spec[P.T_OWNER]
             self.infeasible.append((spec, (from_ident, owner), time.monotonic(), False))
@@ -212,18 +281,58 @@ class HeadBroker:
         fid = spec[P.A_CLASS] if is_actor else spec[P.T_FUNC]
         blob = self.funcs.get(fid)
         self._send(node.ident, P.PLACE, [spec], {fid: blob} if blob is not None else {})
+        if not is_actor:
+            self.placed.setdefault(node_id, {})[spec[P.T_ID]] = (spec, from_ident)
         if is_actor:   # what waits for it on the node that spilled it goes there now
+            self.placed_actors[spec[P.A_ID]] = (spec, from_ident)
             self.store.actor_placed(spec[P.A_ID], node_id)
             self._send(from_ident, P.PLACED, spec[P.A_ID], node_id)
             for where, client, seq, _deadline in self._locating.pop(spec[P.A_ID], ()):
                 self._send(where, P.HEAD_REPLY, client, seq, True, node_id.hex())
 
+    def _choose(self, from_ident: bytes, spec: list, demand: dict) -> tuple[bytes | None, str]:
+        """The node for spilled work (None: none yet), or why no node ever will."""
+        res = spec[P.A_RES] if len(spec) == P.ACTOR_FIELDS else spec[P.T_RES]
+        if self.groups.removed(res):
+            return None, "its placement group was removed."
+        views = self.store.views()
+        spiller = self.store.by_ident.get(from_ident)
+        local = _arg_bytes(spec, spiller.node_id) if spiller is not None else {}
+        if not ST.marked(res):
+            # Never back to the node that spilled it (it cannot run it), unless it asks
+            # for a placement group's bundle, which that node may have set aside since.
+            grouped = any(ST.is_group_resource(k) for k in res)
+            exclude = [spiller.node_id] if spiller is not None and not grouped else []
+            return pick_node(demand, views, local, exclude), ""
+        target, soft = ST.affinity(res)
+        if target is not None:
+            try:
+                node = self.store.nodes.get(bytes.fromhex(target))
+            except ValueError:
+                node = None
+            if node is not None and node.alive and feasible(demand, node.resources):
+                return node.node_id, ""
+            if not soft:
+                return None, ("The node specified via NodeAffinitySchedulingStrategy doesn't "
+                              "exist any more or is infeasible, and soft=False was specified.")
+            return pick_node(demand, views, local), ""
+        if ST.SPREAD in res:
+            return self.spread.pick(demand, views), ""
+        return pick_node(demand, views, local), ""
+
     def _warn_infeasible(self, spec: list, owner: tuple) -> None:
         is_actor = len(spec) == P.ACTOR_FIELDS
         res = {k: v for k, v in _demand(spec).items() if v}
-        total = self.store.largest()
-        missing = {k: v for k, v in res.items() if total.get(k, 0) < v}
+        total = {k: v for k, v in self.store.largest().items() if not ST.is_group_resource(k)}
         what = f"actor {spec[P.A_CLASS_NAME]}" if is_actor else f"task {spec[P.T_NAME]}"
+        group = next((k.rsplit("_", 1)[-1] for k in res if k.startswith(ST.BUNDLE)), None)
+        if group is not None:
+            self._send(owner[0], P.WARN, owner[1], (
+                f"The {what} waits for its placement group {group}, which is not created yet "
+                f"(its bundles do not fit the cluster's free resources; the largest node "
+                f"offers {total}), or the bundle it asks for cannot hold {res}."))
+            return
+        missing = {k: v for k, v in res.items() if total.get(k, 0) < v}
         msg = (f"The {what} cannot be scheduled: it needs {res} but no node has {missing} "
                f"(the largest node offers {total}). It stays pending until a node that fits joins.")
         self._send(owner[0], P.WARN, owner[1], msg)

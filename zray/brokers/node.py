@@ -15,6 +15,7 @@ from collections import defaultdict
 from typing import Any
 
 from .. import _protocol as P
+from .. import _strategies as ST
 from .._config import CONFIG
 from .._keys import ZapHandler, connect_as_client, warn_insecure
 from .._keys import load as load_keys
@@ -80,7 +81,8 @@ class NodeBroker:
         self._head_handlers = {
             P.HEAD_REPLY: self.cluster.on_head_reply, P.WARN: self._relay, P.PLACE: self._on_place,
             P.SHUTDOWN: self._on_head_shutdown, P.NODES: self.cluster.on_nodes,
-            P.PLACED: self.cluster.on_placed,
+            P.PLACED: self.cluster.on_placed, P.UNPLACEABLE: self.cluster.on_unplaceable,
+            P.RESERVE: self.cluster.on_reserve, P.UNRESERVE: self.cluster.on_unreserve,
         }
         self._action_handlers = {
             S.DISPATCH: self._act_dispatch, S.FORWARD: self._act_forward, S.SPAWN: self._act_spawn,
@@ -197,7 +199,10 @@ class NodeBroker:
             self._heartbeat()
 
     def _heartbeat(self) -> None:
-        self._to_head(P.HEARTBEAT, self.node_id, self.sched.avail, self.sched.load())
+        load = self.sched.load()
+        if self.cluster.done_placed:
+            load["done"] = self.cluster.take_done()
+        self._to_head(P.HEARTBEAT, self.node_id, self.sched.avail, load)
         self._last_sent_avail = dict(self.sched.avail)
 
     # -- file descriptors: zygote replies, worker exits, parent exit ---------------
@@ -261,9 +266,12 @@ class NodeBroker:
         by_owner: dict[bytes, list] = defaultdict(list)
         acts: list = []
         now = time.monotonic()
+        placed = self.cluster.placed_tasks
         for r in f[0]:
             if wid is not None:
                 acts.extend(self.sched.result(wid, r[P.R_TASK], now))
+            if placed:
+                self.cluster.finished(r[P.R_TASK])
             by_owner[r[P.R_OWNER]].append(r)
         for owner, rs in by_owner.items():
             self._send(owner, P.RESULTS, rs)
@@ -388,11 +396,21 @@ class NodeBroker:
     def _on_place(self, mtype: int, f: list) -> None:
         self.clients.add_funcs(f[1])   # what it needs, from the node that spilled it
         for spec in f[0]:
+            # The head chose this node: a strategy's markers are spent.
             if len(spec) == P.ACTOR_FIELDS:
-                self.cluster.placed_here(P.check_actor(spec), self._created)
+                spec = P.check_actor(spec)
+                spec[P.A_RES] = ST.stripped(spec[P.A_RES])
+                self.cluster.placed_here(spec, self._placed_actor)
             else:
-                self.cluster.placed_here(P.check_task(spec),
-                                         lambda spec: self._do(self.sched.submit([spec])))
+                spec = P.check_task(spec)
+                spec[P.T_RES] = ST.stripped(spec[P.T_RES])
+                self.cluster.placed_here(spec, lambda spec: self._do(self.sched.submit([spec])))
+
+    def _placed_actor(self, spec: list) -> None:
+        if self.sched.actor(spec[P.A_ID]) is not None:   # spilled from here, back again
+            self._do(self.sched.mailboxes.keep(spec[P.A_ID], spec[P.A_RES]))
+        else:
+            self._created(spec)
 
     def _on_head_shutdown(self, mtype: int, f: list) -> None:
         self.running = False
@@ -428,6 +446,7 @@ class NodeBroker:
         if len(spec) == P.ACTOR_FIELDS:
             return  # an actor creation: its calls fail through the actor's state
         blob = self.directory.fail_blob(spec[P.T_ACTOR]) if kind == S.ACTOR_DIED else None
+        self.cluster.finished(spec[P.T_ID])
         self._send(spec[P.T_OWNER], P.RESULTS, [failed_result(spec, kind, why, blob)])
 
     def _act_create(self, act: tuple) -> None:
@@ -443,7 +462,9 @@ class NodeBroker:
         self._to_worker(act[1], P.CANCEL, act[2], False)
 
     def _act_spillback(self, act: tuple) -> None:
-        self._to_head(P.SPILLBACK, act[1], self.clients.funcs_of(act[1]))
+        specs = self.cluster.spill_or_keep(act[1])
+        if specs:
+            self._to_head(P.SPILLBACK, specs, self.clients.funcs_of(specs))
 
     def _act_actor_state(self, act: tuple) -> None:
         self._to_head(P.ACTOR_EVENT, act[1], act[2], act[3])
@@ -451,6 +472,7 @@ class NodeBroker:
 
     # -- shutdown ------------------------------------------------------------------
     def _shutdown(self) -> None:
+        self._to_head(P.NODE_BYE, self.node_id)
         for d in list(self.clients.drivers):
             self._send(d, P.SHUTDOWN, "the node broker is stopping")
         self.procs.stop(CONFIG.stop_grace_s)
