@@ -248,6 +248,16 @@ def test_spread_puts_a_burst_on_every_node(three_hosts):
     assert set(zray.get(refs, timeout=T)) == set(ips)
 
 
+def test_a_busy_nodes_queue_overflows_to_nodes_with_room(three_hosts):
+    """Plain tasks (no resources but a CPU) submitted in a burst on a 1-CPU node: past
+    its overflow threshold they go to the other nodes, which have room."""
+    here = zray.get_runtime_context().get_node_id()
+    started = time.monotonic()
+    nodes = zray.get([where_slowly.remote(0.3) for _ in range(12)], timeout=T)
+    assert here in nodes and len(set(nodes)) == 3, nodes
+    assert time.monotonic() - started < 12 * 0.3
+
+
 def test_node_affinity_runs_tasks_and_actors_on_the_named_node(three_hosts):
     for node_id in node_ips():
         hard = NodeAffinitySchedulingStrategy(node_id, soft=False)
@@ -367,3 +377,54 @@ def test_actors_of_a_dead_node_restart_elsewhere_or_die(three_hosts):
     with pytest.raises(zray.exceptions.ActorDiedError, match=r"node .* died"):
         zray.get(dies.add.remote(), timeout=T)
     _remove(three_hosts, spare)
+
+
+# -- a job ends with its driver, on every node ------------------------------------------
+SECOND_DRIVER = '''
+import sys, time, zray
+zray.init(address=sys.argv[1])
+
+@zray.remote(resources={"right": 0.01}, num_cpus=0)
+class Named:
+    def ping(self):
+        return "pong"
+
+a = Named.options(name="job_" + sys.argv[2], namespace="jobs").remote()
+d = Named.options(name="kept_" + sys.argv[2], namespace="jobs", lifetime="detached").remote()
+assert zray.get([a.ping.remote(), d.ping.remote()]) == ["pong", "pong"]
+print("ready", flush=True)
+if sys.argv[2] == "killed":
+    time.sleep(600)
+'''
+
+
+def _has_actor(name: str) -> bool:
+    try:
+        zray.get_actor(name, namespace="jobs")
+        return True
+    except ValueError:
+        return False
+
+
+@pytest.mark.parametrize("how", ["exits", "killed"])
+def test_a_drivers_actors_on_other_nodes_end_with_it(three_hosts, tmp_path, how):
+    import sys
+    script = tmp_path / "second_driver.py"
+    script.write_text(SECOND_DRIVER)
+    proc = subprocess.Popen([sys.executable, str(script), three_hosts.address, how],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        assert _has_actor("job_" + how)
+        if how == "killed":
+            proc.kill()
+        assert proc.wait(T) in (0, -9)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+    wait_for(lambda: not _has_actor("job_" + how), "the job's actor ended with its driver")
+    kept = zray.get_actor("kept_" + how, namespace="jobs")
+    assert zray.get(kept.ping.remote(), timeout=T) == "pong"   # detached: it lives on
+    zray.kill(kept)

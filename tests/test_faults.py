@@ -3,6 +3,7 @@ running, forced), and refs whose owner died or whose task failed."""
 from __future__ import annotations
 
 import os
+import signal
 import time
 
 import pytest
@@ -10,7 +11,7 @@ from conftest import pid_alive, wait_until
 from helpers import TIMEOUT, assert_pool_works, plus_one
 
 import zray
-from zray.exceptions import TaskCancelledError, WorkerCrashedError
+from zray.exceptions import LocalRayletDiedError, TaskCancelledError, WorkerCrashedError
 
 
 @zray.remote
@@ -239,3 +240,18 @@ def test_borrowed_ref_to_a_failed_task_raises_in_the_borrower(cluster):
 
     ref = fails.remote()
     assert zray.get(reads.remote([ref]), timeout=30) == "raised RayTaskError(KeyError)"
+
+
+# -- the driver's own node broker dies ------------------------------------------------------
+def test_a_dead_node_broker_fails_the_drivers_gets_at_once(cluster, tmp_path):
+    """Issue 9, defect 2: get() waited forever once the node broker was SIGKILLed."""
+    rt = zray._runtime.current()
+    ref = hold.remote(str(tmp_path), "long", None, 20.0)
+    assert wait_until(lambda: os.path.exists(tmp_path / "long"), TIMEOUT)
+    os.kill(rt.node_info["pid"], signal.SIGKILL)
+    started = time.monotonic()
+    with pytest.raises(LocalRayletDiedError, match="node broker"):
+        zray.get(ref, timeout=TIMEOUT)
+    with pytest.raises(LocalRayletDiedError):
+        zray.get(plus_one.remote(1), timeout=TIMEOUT)   # and what it asks later
+    assert time.monotonic() - started < 5

@@ -170,3 +170,32 @@ def test_head_places_spilled_work_by_the_policy(cluster):
         target, message = _recv_type(a, P.WARN)
         assert target == b"me" and "huge" in message
         assert not c.poll(100, zmq.POLLIN) and not b.poll(0, zmq.POLLIN)
+
+
+# -- place_batch: pick_node's choices, one heap per shape --------------------------------
+from dataclasses import replace as _replace  # noqa: E402
+
+from zray.brokers._placement import place_batch  # noqa: E402
+
+
+def _one_by_one(demands, nodes):
+    """pick_node per task, updating the chosen node's free resources and load."""
+    views = {n.node_id: n for n in nodes}
+    out = []
+    for d in demands:
+        nid = pick_node(d, list(views.values()))
+        out.append(nid)
+        if nid is not None:
+            n = views[nid]
+            avail = dict(n.available)
+            for k, v in d.items():
+                if v:
+                    avail[k] = avail.get(k, 0.0) - v
+            views[nid] = _replace(n, available=avail, queued=n.queued + 1)
+    return out
+
+
+@settings(max_examples=200, deadline=None)
+@given(node_views(), st.lists(demands, min_size=1, max_size=30))
+def test_place_batch_chooses_as_pick_node_one_by_one(nodes, ds):
+    assert place_batch(ds, nodes) == _one_by_one(ds, nodes)

@@ -70,6 +70,11 @@ class Config:
     stop_grace_s: float = 2.0
     # A task whose resources no node can ever provide is reported after this long.
     infeasible_warning_s: float = 0.5
+    # In a cluster, a node's queue past this many tasks per CPU overflows to nodes with
+    # room (through the head); 0: never. A node that got its overflow back waits
+    # overflow_backoff_s before it tries again.
+    overflow_queue_per_cpu: float = 2.0
+    overflow_backoff_s: float = 1.0
     # `zray memory` waits this long for every local process to list its objects, then
     # answers with the rows it has (a busy or hung process must not hang the command).
     memory_stats_timeout_s: float = 2.0

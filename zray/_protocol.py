@@ -93,6 +93,9 @@ UNRESERVE = 44     # pg_id                                        head -> node
                    # (renamed, _strategies.bundle_resources) if they fit now, or says no
 NODE_BYE = 45      # node_id                                      node -> head
                    # the node is stopping: dead now, not after its missed heartbeats
+JOB_END = 46       # job_id                                       driver -> node -> nodes
+                   # the driver stops (or its node saw its process end): its job's
+                   # non-detached actors and queued tasks end on every node
 
 _ARITY = {
     HELLO: 4, WELCOME: 2, SUBMIT: 1, FUNC: 2, TASKS: 2, RESULTS: 1, CREATE_ACTOR: 1,
@@ -102,6 +105,7 @@ _ARITY = {
     STORE: 3, STATS: 2, NODE_HELLO: 4, HEARTBEAT: 3, SPILLBACK: 2, PLACE: 2, ACTOR_EVENT: 3,
     NODES: 1, PLACED: 2, RELAY: 2, CHUNK_REQ: 3, CHUNK: 4, DROP: 1, UNPLACEABLE: 3,
     RESERVE: 2, RESERVED: 2, UNRESERVE: 1, NODE_BYE: 1,
+    JOB_END: 1,
 }
 NAMES = {number: name for name, number in globals().items()
          if isinstance(number, int) and number in _ARITY and name.isupper()}

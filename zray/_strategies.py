@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 SPREAD = "_spread"
+OVERFLOW = "_overflow"             # a busy node's surplus: to a node with room now, or back
 NODE = "_node:"
 SOFT_NODE = "_soft_node:"
 DEFAULT_CPU = "_default_cpu"       # an actor's default CPU (not a strategy; kept)

@@ -35,6 +35,9 @@ class Owner:
         self.t = transport
         self.ids = ids
         self.table = ObjectTable(ident)
+        # The node broker died (runtime._node_gone): what is still pending, or made
+        # since, fails with this at the next get or wait instead of waiting forever.
+        self.broken: BaseException | None = None
         self._inflight: dict[bytes, list] = {}       # task_id -> holds its args keep
         self._arg_segments: dict[bytes, list] = {}   # task_id -> its args' segment
         # Set by a task worker while it runs a task: get()/wait() call it with True
@@ -246,6 +249,8 @@ class Owner:
             self.t.send(P.FETCH, oid, entry.owner, self.ident)
 
     def _entries(self, refs: list[ObjectRef]) -> list:
+        if self.broken is not None:
+            self.fail_pending(self.broken)
         entries = []
         for ref in refs:
             entry = self.table.entries.get(ref._id)

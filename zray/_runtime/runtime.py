@@ -71,6 +71,7 @@ class Runtime:
         self._head_seq = itertools.count(1)
         self._welcome = threading.Event()
         self._dead: BaseException | None = None
+        self._job_ended = False
         # Worker hooks, called in the I/O thread.
         self.on_tasks: Callable[[list, dict], None] | None = None
         self.on_cancel: Callable[[bytes], None] | None = None
@@ -113,6 +114,10 @@ class Runtime:
 
     def stop(self, timeout: float = 2.0) -> None:
         """Flush what is queued, close the sockets, join the I/O thread. Idempotent."""
+        if self.kind == "driver" and self.job_id and self._dead is None and not self._job_ended:
+            # Its job ends: its non-detached actors and queued tasks, on every node.
+            self._job_ended = True
+            self.t.send(P.JOB_END, self.job_id)
         self.t.stop(timeout)
         if threading.get_ident() == self.t.main_tid:   # the sync lane's sockets are its own
             self.sync.close()
@@ -204,7 +209,31 @@ class Runtime:
         STORE.configure(self.node_info.get("session_dir", ""),
                         int(self.node_info.get("store_capacity", 0)))
         STORE.on_change = self.t.wake
+        if self.kind == "driver":
+            self._watch_node(self.node_info.get("pid"))
         self._welcome.set()
+
+    def _watch_node(self, pid: Any) -> None:
+        """A driver learns of its node broker's death at once (a pidfd in the I/O
+        thread's poller): what it waits for fails, and so does what it asks later.
+        (A worker dies with its node: life_fd.)"""
+        try:
+            fd = os.pidfd_open(pid) if type(pid) is int and pid > 0 else -1
+        except OSError:   # another pid namespace (a node on another host): not watched
+            return
+        if fd < 0:
+            return
+
+        def gone() -> None:
+            self.t.unregister(fd)
+            os.close(fd)
+            err = LocalRayletDiedError(
+                f"zray's node broker (pid {pid}) died: this driver cannot go on. Call "
+                "zray.shutdown(), then zray.init() again (the node's log is in "
+                f"{self.node_info.get('session_dir', 'its session directory')}).")
+            self.owner.broken = err
+            self._on_failure(err)
+        self.t.register(fd, gone)
 
     def _on_node_shutdown(self, f: list) -> None:
         if self.on_shutdown is not None:

@@ -39,6 +39,8 @@ class NodeCluster:
         self.bundles: dict[bytes, tuple] = {}        # pg_id -> (taken, offered): set aside here
         self.placed_tasks: set[bytes] = set()          # tasks the head placed here, running
         self._dead_nodes: set[bytes] = set()           # as the last node table said
+        self._others = False                           # other live nodes (overflow goes there)
+        self._overflow_paused_until = 0.0
         self.done_placed: list[bytes] = []             # of those, done since the last heartbeat
         self.transfers = Transfers(node.store_prefix, node.store, self._node_of_prefix,
                                    self._to_node, node.log)
@@ -137,6 +139,8 @@ class NodeCluster:
         for node_id in dead - self._dead_nodes:
             self._node_died(node_id)
         self._dead_nodes = dead
+        self._others = any(alive for nid, (_a, alive) in links.table.items() if nid != self.n.node_id)
+        self.resume_overflow(0.0)
         if self.n.ready_fd is not None:   # the head knows this node: it is ready
             tell_ready(self.n.ready_fd, self.n.node_id.hex())
             self.n.ready_fd = None
@@ -210,7 +214,8 @@ class NodeCluster:
 
     def _on_relay(self, client: bytes, header: bytes) -> None:
         inner, fields = P.decode(header)
-        if inner not in (P.SUBMIT, P.LOOKUP, P.KILL_ACTOR, P.RELEASE_ACTOR, P.CANCEL, P.LOG):
+        if inner not in (P.SUBMIT, P.LOOKUP, P.KILL_ACTOR, P.RELEASE_ACTOR, P.CANCEL, P.LOG,
+                         P.JOB_END):
             raise ProtocolError(f"{P.NAMES[inner]} is not relayed between nodes")
         names: list = []
         if inner == P.SUBMIT and _MARK in header and type(fields[0]) is list:
@@ -238,6 +243,21 @@ class NodeCluster:
         if not actor:
             self.placed_tasks.add(spec[P.T_ID])
         self.transfers.when_here(None, names, lambda: create(spec))
+
+    # -- overflow: a busy node's surplus to nodes with room ------------------------
+    def resume_overflow(self, now: float) -> None:
+        """Overflow on while other nodes live (not while paused after a bounce)."""
+        if now < self._overflow_paused_until:
+            return
+        per_cpu = CONFIG.overflow_queue_per_cpu
+        cpus = self.n.sched.res.total.get("CPU", 0.0)
+        on = self._others and per_cpu > 0
+        self.n.sched.tasks.overflow_at = max(1, int(per_cpu * max(cpus, 1.0))) if on else 0
+
+    def bounced(self, now: float) -> None:
+        """The head sent overflow back (no node had room): none for a while."""
+        self.n.sched.tasks.overflow_at = 0
+        self._overflow_paused_until = now + CONFIG.overflow_backoff_s
 
     def _node_died(self, node_id: bytes) -> None:
         """Another node died: the clients here that called actors there are told (LOST:

@@ -76,8 +76,8 @@ class LocalScheduler:
         return self.tasks.reap_idle(now, timeout)
 
     # -- tasks -------------------------------------------------------------------
-    def submit(self, specs: list) -> list:
-        return self.tasks.submit(specs)
+    def submit(self, specs: list, overflow: bool = True) -> list:
+        return self.tasks.submit(specs, overflow)
 
     def result(self, wid: bytes, task_id: bytes, now: float) -> list:
         """A worker sent the result of a task or an actor call."""

@@ -8,6 +8,7 @@ from collections import deque
 from collections.abc import Callable
 
 from .. import _protocol as P
+from .._strategies import OVERFLOW
 from ._actions import CANCEL, CANCELLED, CRASHED, DISPATCH, FAIL, KILL, SPAWN, SPILLBACK
 from ._resources import Resources, shape_of
 
@@ -52,6 +53,7 @@ class Tasks:
         self.dispatch_batch = max(1, dispatch_batch)
         self.queues: dict[tuple, deque] = {}     # shape -> ready task specs
         self.queued = 0
+        self.overflow_at = 0     # queued tasks past which new ones overflow (0: never)
         self.workers: dict[bytes, Worker] = {}
         self.idle: deque = deque()
         self.starting = 0
@@ -96,10 +98,18 @@ class Tasks:
         return acts
 
     # -- queues and dispatch -------------------------------------------------------
-    def submit(self, specs: list) -> list:
+    def submit(self, specs: list, overflow: bool = True) -> list:
+        """Queue tasks; spill those this node can never run, and (overflow, in a cluster:
+        overflow_at > 0) those past overflow_at queued tasks, marked OVERFLOW: the head
+        gives them to a node with room now, or back."""
         spill = []
+        limit = self.overflow_at if overflow else 0
         for spec in specs:
             if not self.res.feasible(spec[P.T_RES]):
+                spill.append(spec)
+                continue
+            if limit and self.queued >= limit:
+                spec[P.T_RES] = {**spec[P.T_RES], OVERFLOW: 1.0}
                 spill.append(spec)
                 continue
             self._queue(spec)
@@ -117,6 +127,20 @@ class Tasks:
                 out.extend(queue)
                 self.queued -= len(queue)
                 del self.queues[shape]
+        return out
+
+    def drop_queued_specs(self, which) -> list:
+        """Take the queued tasks `which(spec)` picks out of the queues; those specs."""
+        out: list = []
+        for shape, queue in list(self.queues.items()):
+            keep = deque(s for s in queue if not which(s))
+            if len(keep) != len(queue):
+                out.extend(s for s in queue if which(s))
+                self.queued -= len(queue) - len(keep)
+                if keep:
+                    self.queues[shape] = keep
+                else:
+                    del self.queues[shape]
         return out
 
     def _queue(self, spec: list, front: bool = False) -> None:

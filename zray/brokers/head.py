@@ -21,7 +21,7 @@ from .._session import tell_ready
 from ..exceptions import ProtocolError
 from ._control import ControlStore
 from ._groups import Groups
-from ._placement import Spread, feasible, pick_node
+from ._placement import Spread, feasible, fits, pick_node, place_batch
 from ._resources import actor_demand
 
 
@@ -219,6 +219,7 @@ class HeadBroker:
         if type(f[0]) is not list or type(f[1]) is not dict:
             raise ProtocolError("SPILLBACK wants [spec, ...], {func_id: blob}")
         self.funcs.update({k: v for k, v in f[1].items() if type(k) is bytes and type(v) is bytes})
+        plain = []
         for spec in f[0]:
             # Checked here: an infeasible spec is looked at again on a timer (to
             # warn its owner), where a malformed one killed the head.
@@ -227,7 +228,38 @@ class HeadBroker:
             except (ProtocolError, TypeError):
                 self.log.warning("dropped a malformed spilled spec", spec=repr(spec)[:300])
                 continue
-            self._place(ident, spec)
+            if len(spec) == P.TASK_FIELDS and not ST.marked(spec[P.T_RES]) \
+                    and not any(ST.is_group_resource(k) for k in spec[P.T_RES]) \
+                    and not _arg_bytes(spec, b""):
+                plain.append(spec)
+            else:
+                self._place(ident, spec)
+        if plain:
+            self._place_plain(ident, plain)
+
+    def _place_plain(self, from_ident: bytes, specs: list) -> None:
+        """Tasks with no strategy and no stored arguments, placed together (one decision
+        in O(log n), _placement.place_batch; one PLACE per node)."""
+        spiller = self.store.by_ident.get(from_ident)
+        exclude = [spiller.node_id] if spiller is not None else []
+        chosen = place_batch([_demand(s) for s in specs], self.store.views(), exclude)
+        to: dict[bytes, list] = {}
+        for spec, node_id in zip(specs, chosen, strict=True):
+            if node_id is None:
+                self.infeasible.append((spec, (from_ident, spec[P.T_OWNER]), time.monotonic(), False))
+                continue
+            to.setdefault(node_id, []).append(spec)
+        for node_id, batch in to.items():
+            node = self.store.nodes[node_id]
+            placed = self.placed.setdefault(node_id, {})
+            funcs = {}
+            for spec in batch:
+                node.took(_demand(spec))
+                placed[spec[P.T_ID]] = (spec, from_ident)
+                blob = self.funcs.get(spec[P.T_FUNC])
+                if blob is not None:
+                    funcs[spec[P.T_FUNC]] = blob
+            self._send(node.ident, P.PLACE, batch, funcs)
 
     def _on_reserved(self, ident: bytes, f: list) -> None:
         self.groups.on_reserved(ident, f)
@@ -318,6 +350,13 @@ class HeadBroker:
             return pick_node(demand, views, local), ""
         if ST.SPREAD in res:
             return self.spread.pick(demand, views), ""
+        if ST.OVERFLOW in res:   # a node with room now, else back where it came from
+            room = [v for v in views if v.alive and fits(demand, v.available)
+                    and (spiller is None or v.node_id != spiller.node_id)]
+            if room:
+                del res[ST.OVERFLOW]   # (left on a spec sent back: its node pauses overflow)
+                return pick_node(demand, room, local), ""
+            return (spiller.node_id if spiller is not None else None), ""
         return pick_node(demand, views, local), ""
 
     def _warn_infeasible(self, spec: list, owner: tuple) -> None:

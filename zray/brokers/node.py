@@ -28,6 +28,7 @@ from . import _scheduling as S
 from ._clients import Clients
 from ._directory import ActorDirectory
 from ._failures import failed_result, rejected_result
+from ._jobs import Jobs
 from ._links import NodeLinks
 from ._memstats import MemoryStats
 from ._node_cluster import NodeCluster
@@ -64,6 +65,7 @@ class NodeBroker:
         self.store_prefix = f"zray-{session_tag(session_dir)}-"   # of the segments made here
         self.objects = ObjectRelay(self._send, self.store, self.store_prefix)
         self.cluster = NodeCluster(self)
+        self.jobs = Jobs(self)          # its drivers: a job ends with its driver, on every node
         self._last_sent_avail: dict = {}
         self._last_update = 0.0
         self._last_beat = 0.0
@@ -77,6 +79,7 @@ class NodeBroker:
             P.KILL_ACTOR: self._on_kill_actor, P.RELEASE_ACTOR: self._on_release_actor,
             P.LOG: self._on_log, P.HEAD_CALL: self._on_head_call, P.STATS: self._on_stats,
             P.HELLO: self._on_hello, P.SHUTDOWN: self._on_shutdown,
+            P.JOB_END: self.jobs.on_job_end,
         }
         self._head_handlers = {
             P.HEAD_REPLY: self.cluster.on_head_reply, P.WARN: self._relay, P.PLACE: self._on_place,
@@ -189,6 +192,7 @@ class NodeBroker:
         now = time.monotonic()
         self.stats.expire(now)
         self.cluster.transfers.expire(now)
+        self.cluster.resume_overflow(now)
         if now - self._last_beat >= CONFIG.heartbeat_s:
             self._last_beat = now
             self._heartbeat()
@@ -209,6 +213,8 @@ class NodeBroker:
     def _on_fd(self, fd: int) -> None:
         if fd == self.parent_fd:
             self.running = False
+            return
+        if self.jobs.handle_fd(fd):
             return
         try:
             self.procs.handle_fd(fd)
@@ -367,13 +373,14 @@ class NodeBroker:
             raise ProtocolError("HELLO info must be a map")
         if kind == "driver":
             self.clients.driver(ident, pid, info)
+            self.jobs.watch(ident, pid, _job_id)
         elif kind == "worker":
             if not self.sched.has_worker(info.get("worker_id")):
                 self._send(ident, P.SHUTDOWN, "unknown worker")
                 return
             self.clients.worker(ident, info["worker_id"], info)
         self._send(ident, P.WELCOME, self.node_id, {
-            "node_id": self.node_id.hex(), "session_dir": self.session_dir,
+            "node_id": self.node_id.hex(), "session_dir": self.session_dir, "pid": os.getpid(),
             "resources": self.resources, "address": self.address,
             "store_capacity": self.store.capacity})
         if kind == "worker":
@@ -403,8 +410,11 @@ class NodeBroker:
                 self.cluster.placed_here(spec, self._placed_actor)
             else:
                 spec = P.check_task(spec)
+                if ST.OVERFLOW in spec[P.T_RES]:   # its own overflow, back: no room elsewhere
+                    self.cluster.bounced(time.monotonic())
                 spec[P.T_RES] = ST.stripped(spec[P.T_RES])
-                self.cluster.placed_here(spec, lambda spec: self._do(self.sched.submit([spec])))
+                self.cluster.placed_here(spec, lambda spec: self._do(
+                    self.sched.submit([spec], overflow=False)))
 
     def _placed_actor(self, spec: list) -> None:
         if self.sched.actor(spec[P.A_ID]) is not None:   # spilled from here, back again
@@ -473,6 +483,7 @@ class NodeBroker:
     # -- shutdown ------------------------------------------------------------------
     def _shutdown(self) -> None:
         self._to_head(P.NODE_BYE, self.node_id)
+        self.jobs.close()
         for d in list(self.clients.drivers):
             self._send(d, P.SHUTDOWN, "the node broker is stopping")
         self.procs.stop(CONFIG.stop_grace_s)
