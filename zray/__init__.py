@@ -6,7 +6,7 @@
     def f(x): return x * 2
     ray.get([f.remote(i) for i in range(4)])   # [0, 2, 4, 6]
 """
-from . import exceptions
+from . import exceptions, util
 from ._api import (
                    available_resources,
                    cancel,
@@ -32,5 +32,5 @@ __version__ = "0.1.0"
 __all__ = [
     "ActorClass", "ActorHandle", "ObjectRef", "available_resources", "cancel", "cluster_resources",
     "exceptions", "get", "get_actor", "get_gpu_ids", "get_runtime_context", "init", "is_initialized",
-    "kill", "method", "nodes", "put", "remote", "shutdown", "wait",
+    "kill", "method", "nodes", "put", "remote", "shutdown", "util", "wait",
 ]

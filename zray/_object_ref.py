@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
+from collections.abc import Callable
 from typing import Any
 
-from . import _context, _serialization
+from . import _callbacks, _context, _serialization
 from .exceptions import RaySystemError
 
 
@@ -70,6 +72,42 @@ class ObjectRef:
 
     def as_future(self) -> asyncio.Future[Any]:
         return asyncio.wrap_future(self.future())
+
+    # -- future-like: callbacks, and what asyncio.wait(refs) asks of a future --------
+    def add_done_callback(self, fn: Callable[[ObjectRef], Any], *,
+                          context: contextvars.Context | None = None) -> None:
+        """Call fn(ref) once the object has its value or its error (soon, if it has
+        already). Added in a coroutine, fn runs on that event loop, as an
+        asyncio.Future's callback (so asyncio.wait(refs) works); otherwise on this
+        process's zray callback thread, never the caller's: those run one at a time,
+        in the order their refs resolved, so a slow one delays the others. fn may
+        call zray.get(ref) (it returns at once, or raises the task's error); what fn
+        raises is logged and dropped.
+        """
+        _callbacks.add(self, fn, context)
+
+    def remove_done_callback(self, fn: Callable[[ObjectRef], Any]) -> int:
+        """Forget the callbacks `fn` not yet run; returns how many were removed."""
+        return _callbacks.remove(self, fn)
+
+    def done(self) -> bool:
+        """True once the object has its value or its error (in this process)."""
+        return bool(self._rt.wait([self], 1, 0)[0])
+
+    def cancelled(self) -> bool:
+        """False: a ref itself is never cancelled (a cancelled task's ref is done, with
+        TaskCancelledError)."""
+        return False
+
+    def exception(self) -> BaseException | None:
+        """The error the object resolved to, or None if it has a value."""
+        if not self.done():
+            raise asyncio.InvalidStateError(f"{self!r} is not ready yet")
+        try:
+            self._rt.get([self], 0)
+        except Exception as exc:
+            return exc
+        return None
 
 
 def _rebuild_ref(object_id: bytes, owner: bytes) -> ObjectRef:

@@ -64,7 +64,18 @@ class RemoteFunction:
                 options.get("max_retries", 3), retry_exc, options.get("name") or self._name)
 
     def bind(self, *args: Any, **kwargs: Any) -> Any:
-        raise NotImplementedError("zray has no DAG API yet (.bind); call .remote()")
+        """A lazy call for a DAG (zray.dag): a FunctionNode that calls .remote() with
+        these arguments at the DAG's .execute()."""
+        return self._bind(args, kwargs, {})
+
+    def _bind(self, args: tuple, kwargs: dict, options: dict) -> Any:
+        from .dag.function_node import FunctionNode
+        if self._signature is not None:
+            try:
+                self._signature.bind(*args, **kwargs)
+            except TypeError as exc:
+                raise TypeError(f"wrong arguments for remote function {self._name}: {exc}") from None
+        return FunctionNode(self, args, kwargs, options)
 
     def _ensure_pickled(self) -> tuple[bytes, bytes]:
         func_id, blob = self._func_id, self._blob   # set together, once
@@ -111,6 +122,9 @@ class _Bound:
 
     def options(self, **options: Any) -> _Bound:
         return self._fn.options(**{**self._options, **options})
+
+    def bind(self, *args: Any, **kwargs: Any) -> Any:
+        return self._fn._bind(args, kwargs, self._options)
 
 
 def _signature(function: Callable) -> inspect.Signature | None:

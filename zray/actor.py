@@ -86,6 +86,20 @@ class ActorClass:
     def remote(self, *args: Any, **kwargs: Any) -> ActorHandle:
         return self._remote(args, kwargs, self._options)
 
+    def bind(self, *args: Any, **kwargs: Any) -> Any:
+        """A lazy actor creation for a DAG (zray.dag): a ClassNode; each execute() of
+        its DAG creates an actor with these arguments."""
+        return self._bind(args, kwargs, {})
+
+    def _bind(self, args: tuple, kwargs: dict, options: dict) -> Any:
+        from .dag.class_node import ClassNode
+        if self._init_sig is not None:
+            try:
+                self._init_sig.bind(None, *args, **kwargs)
+            except TypeError as exc:
+                raise TypeError(f"wrong arguments for {self._name}.__init__: {exc}") from None
+        return ClassNode(self, args, kwargs, options)
+
     def _remote(self, args: tuple, kwargs: dict, options: dict) -> ActorHandle:
         rt = runtime_or_init()
         if self._init_sig is not None:
@@ -141,6 +155,9 @@ class _BoundClass:
     def options(self, **options: Any) -> _BoundClass:
         return self._cls.options(**{**self._options, **options})
 
+    def bind(self, *args: Any, **kwargs: Any) -> Any:
+        return self._cls._bind(args, kwargs, self._options)
+
 
 class ActorHandle:
     """A handle to an actor: `handle.method.remote(*args)` queues a call."""
@@ -192,6 +209,12 @@ class ActorMethod:
     def options(self, **options: Any) -> ActorMethod:
         _options.check(options, _options.METHOD_OPTIONS, f"actor method {self._qualname}")
         return ActorMethod(self._handle, self._name, {**self._options, **options})
+
+    def bind(self, *args: Any, **kwargs: Any) -> Any:
+        """A lazy call for a DAG (zray.dag): a ClassMethodNode (a tuple of them, one per
+        result, if num_returns > 1) that calls .remote() at the DAG's .execute()."""
+        from .dag.class_node import bind_actor_method
+        return bind_actor_method(self._handle, self._name, self._options, args, kwargs)
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         rt = runtime_or_init()

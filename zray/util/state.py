@@ -1,7 +1,40 @@
-"""Who holds what: list_objects() and memory_summary() (as ray.util.state)."""
+"""What the cluster holds: list_objects(), list_nodes(), list_actors(),
+list_named_actors() and memory_summary() (as ray.util.state)."""
 from __future__ import annotations
 
 from typing import Any
+
+__all__ = ["StateRow", "list_actors", "list_named_actors", "list_nodes", "list_objects",
+           "memory_summary"]
+
+# Ray's state API returns at most 100 rows unless told otherwise.
+DEFAULT_LIMIT = 100
+# The id of an actor is the id of the lifetime token its handles share (a task id and
+# the return index 0xFFFFFFFF, P.object_id): a row of list_objects with such an id is
+# a holder of an actor's handle.
+_ACTOR_SUFFIX = "ffffffff"
+
+
+class StateRow(dict):
+    """One row of a state listing: a dict whose keys are also attributes (Ray's
+    ActorState/NodeState allow both `row.state` and `row["state"]`)."""
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def asdict(self) -> dict:
+        return dict(self)
+
+
+def _filtered(rows: list, filters: list[tuple[str, str, Any]] | None) -> list:
+    for key, op, value in filters or []:
+        if op not in ("=", "!="):
+            raise ValueError(f"filter operator must be '=' or '!=', got {op!r}")
+        rows = [r for r in rows if (str(r.get(key)) == str(value)) == (op == "=")]
+    return rows
 
 
 def _rows() -> tuple[list[dict], dict]:
@@ -36,11 +69,72 @@ def list_objects(*, filters: list[tuple[str, str, Any]] | None = None, limit: in
     location (INLINE, SHARED_MEMORY or SPILLED), owner, and the references keeping
     it alive (local refs, borrowers). `filters` as Ray's: [("key", "=", value)]."""
     rows, _reply = _rows()
-    for key, op, value in filters or []:
-        if op not in ("=", "!="):
-            raise ValueError(f"filter operator must be '=' or '!=', got {op!r}")
-        rows = [r for r in rows if (str(r.get(key)) == str(value)) == (op == "=")]
-    return rows[:limit]
+    return _filtered(rows, filters)[:limit]
+
+
+def list_nodes(*, filters: list[tuple[str, str, Any]] | None = None, limit: int = DEFAULT_LIMIT,
+               detail: bool = False, **_: Any) -> list[StateRow]:
+    """The cluster's nodes, alive and dead, with Ray's columns (node_id, node_ip,
+    is_head_node, state ALIVE/DEAD, state_message, node_name, resources_total, labels)."""
+    from .._api import nodes
+    rows = []
+    for n in nodes():
+        resources = {k: v for k, v in n["Resources"].items() if not k.startswith("node:__")}
+        rows.append(StateRow(
+            node_id=n["NodeID"], node_ip=n["NodeManagerAddress"],
+            is_head_node="node:__internal_head__" in n["Resources"],
+            state="ALIVE" if n["Alive"] else "DEAD", state_message=n["DeathReasonMessage"] or None,
+            node_name=n["NodeName"], resources_total=resources, labels=dict(n.get("Labels") or {}),
+            start_time_ms=None, end_time_ms=None))
+    return _filtered(rows, filters)[:limit]
+
+
+def list_named_actors(all_namespaces: bool = False) -> list:
+    """The names of the live named actors of this namespace; with all_namespaces, every
+    namespace's, as [{"name": ..., "namespace": ...}] (as ray.util.list_named_actors)."""
+    from .._context import runtime_or_init
+    rt = runtime_or_init()
+    found = rt.head_call("list_named_actors", [bool(all_namespaces), rt.namespace])
+    if all_namespaces:
+        return [{"name": name, "namespace": ns} for ns, name in found]
+    return list(found)
+
+
+def list_actors(*, filters: list[tuple[str, str, Any]] | None = None, limit: int = DEFAULT_LIMIT,
+                detail: bool = False, **_: Any) -> list[StateRow]:
+    """The actors the driver can see, with Ray's columns (actor_id, class_name, state,
+    name, ray_namespace, node_id, pid, ...): every named actor of any namespace (state
+    ALIVE: the head says it is not dead), and every actor this process created or a
+    process of this node holds a handle to (state UNKNOWN, class_name None: the head
+    keeps the state, node and death cause of every actor but gives no list of them yet,
+    so dead actors, pids and nodes are not listed)."""
+    from .. import _serialization as S
+    from .._context import runtime_or_init
+    rt = runtime_or_init()
+    found: dict[str, StateRow] = {}
+    for entry in list_named_actors(all_namespaces=True):
+        try:
+            handle = S.loads(rt.head_call("get_actor", [entry["name"], entry["namespace"]]))
+        except ValueError:
+            continue   # it died since it was listed
+        aid = handle._actor_id.hex()
+        found[aid] = _actor_row(aid, "ALIVE", handle._meta["class_name"], entry["name"],
+                                entry["namespace"])
+        del handle
+    held = [r["object_id"] for r in _rows()[0] if r["object_id"].endswith(_ACTOR_SUFFIX)]
+    with rt.owner.table.lock:     # the tokens of the actors this process created
+        held += [oid.hex() for oid, e in rt.owner.table.entries.items() if e.actor]
+    for aid in held:
+        if aid not in found:
+            found[aid] = _actor_row(aid, "UNKNOWN", None, None, None)
+    return _filtered(list(found.values()), filters)[:limit]
+
+
+def _actor_row(actor_id: str, state: str, class_name: str | None, name: str | None,
+               namespace: str | None) -> StateRow:
+    return StateRow(actor_id=actor_id, class_name=class_name, state=state, job_id=None,
+                    name=name or "", node_id=None, pid=0, ray_namespace=namespace,
+                    death_cause=None, is_detached=None)
 
 
 def memory_summary() -> str:
