@@ -89,7 +89,8 @@ class RaftServer:
                     "voted_for": self.p.voted_for, "log": [list(e) for e in self.p.log],
                     "commit_index": self.commit_index, "last_applied": self.last_applied,
                     "kv": dict(self.kv), "led_terms": list(self.p.led_terms),
-                    "errors": list(self.errors)}
+                    "errors": list(self.errors),
+                    "node_id": ray.get_runtime_context().get_node_id()}
 
     # -- the client's entry point -------------------------------------------------------
     def submit(self, command: list, timeout: float = 2.0) -> dict:

@@ -34,7 +34,12 @@ class RaftGroup:
         ray.get([h.connect.remote(self.handles) for h in self.handles.values()], timeout=CALL_TIMEOUT)
 
     def _create(self, i: int):
-        return RaftServer.remote(i, self.ids, self.storage_dir, self.timing)  # type: ignore[attr-defined]
+        return self._create_with(i)
+
+    def _create_with(self, i: int, **options):
+        """Server i's actor, with actor options (e.g. where it runs in a cluster)."""
+        cls = RaftServer.options(**options) if options else RaftServer  # type: ignore[attr-defined]
+        return cls.remote(i, self.ids, self.storage_dir, self.timing)
 
     # -- faults ------------------------------------------------------------------------
     def crash(self, i: int) -> None:
