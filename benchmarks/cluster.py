@@ -27,7 +27,7 @@ import time
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _framework(use_ray: bool):
+def _framework(use_ray: bool, secure: bool = True):
     if use_ray:
         import ray
         from ray.cluster_utils import Cluster
@@ -37,8 +37,7 @@ def _framework(use_ray: bool):
     from zray.testing import Cluster as ZCluster
 
     def start(**kw):
-        cluster = ZCluster(head_node_args=kw)
-        return cluster
+        return ZCluster(head_node_args=kw, secure=secure)
     return zray, start
 
 
@@ -52,8 +51,8 @@ def _timed(fn, rounds: int) -> float:
     return statistics.median(times)
 
 
-def run(use_ray: bool, rounds: int) -> dict:
-    rt, start = _framework(use_ray)
+def run(use_ray: bool, rounds: int, secure: bool = True) -> dict:
+    rt, start = _framework(use_ray, secure)
     import numpy as np
     out: dict = {}
     cluster = start(num_cpus=1)
@@ -129,10 +128,12 @@ def main() -> int:
     ap.add_argument("--ray", action="store_true", help="run on Ray (in a Python that has it)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--json", action="store_true", help="print the figures as JSON")
+    ap.add_argument("--insecure", action="store_true",
+                    help="zray's nodes without CurveZMQ (as Ray's, which does not encrypt)")
     ap.add_argument("--compare-ray", metavar="RAY_PYTHON", default=None,
                     help="also run this script under RAY_PYTHON --ray and print both")
     args = ap.parse_args()
-    figures = run(args.ray, args.rounds)
+    figures = run(args.ray, args.rounds, not args.insecure)
     if args.json:
         print(json.dumps(figures))
         return 0

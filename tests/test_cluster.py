@@ -211,17 +211,16 @@ def make_big_doomed(n):
     return np.arange(n, dtype=np.int64)
 
 
-def test_a_value_whose_node_died_is_lost_not_waited_for(three_hosts):
-    """The driver has a copy; the node that made the value dies; a task on another node
-    that needs it fails with ObjectLostError (its node cannot pull it), it does not hang."""
+def test_a_value_whose_node_died_is_pulled_from_a_copy(three_hosts):
+    """The node that made a value dies; the driver's node pulled a copy (the result came
+    to its owner there): a task on a third node needing the value gets it from that copy
+    (it failed with ObjectLostError, as no node but the dead one was asked)."""
     doomed = three_hosts.add_node(num_cpus=1, resources={"doomed": 1})
     ref = make_big_doomed.remote(BIG)
     assert len(zray.get(ref, timeout=T)) == BIG
     three_hosts.remove_node(doomed)
-    started = time.monotonic()
-    with pytest.raises(zray.exceptions.ObjectLostError):
-        zray.get(digest.remote(ref), timeout=T)
-    assert time.monotonic() - started < T
+    wait_for(lambda: len(node_ips()) == 3, "the doomed node is listed dead")
+    assert zray.get(digest.remote(ref), timeout=T)[:4] == expected(BIG)
 
 
 # -- scheduling strategies and placement groups across hosts ---------------------------

@@ -43,7 +43,11 @@ class NodeCluster:
         self._overflow_paused_until = 0.0
         self.done_placed: list[bytes] = []             # of those, done since the last heartbeat
         self.transfers = Transfers(node.store_prefix, node.store, self._node_of_prefix,
-                                   self._to_node, node.log)
+                                   self._to_node, node.log, self._other_nodes)
+
+    def _other_nodes(self) -> list[bytes]:
+        return [nid for nid, (_a, alive) in self.n.links.table.items()
+                if alive and nid != self.n.node_id]
 
     def _node_of_prefix(self, prefix: str) -> bytes | None:
         return self.n.links.by_store.get(prefix)

@@ -55,10 +55,12 @@ def _valid_name(name: Any) -> bool:
 
 class _Pull:
     __slots__ = ("name", "size", "fd", "source", "next_offset", "received", "waiters",
-                 "last_progress")
+                 "last_progress", "others")
 
-    def __init__(self, name: str, size: int, fd: int, source: bytes, now: float) -> None:
+    def __init__(self, name: str, size: int, fd: int, source: bytes, now: float,
+                 others: list[bytes]) -> None:
         self.name, self.size, self.fd, self.source = name, size, fd, source
+        self.others = others   # nodes that may hold a copy, tried in turn if source fails
         self.next_offset = 0
         self.received = 0
         self.waiters: list[_Need] = []
@@ -75,10 +77,12 @@ class _Need:
 
 class Transfers:
     def __init__(self, prefix: str, store: NodeStore, node_of_prefix: Callable[[str], Any],
-                 send: Callable[[bytes, bytes, Any], bool], log: Any) -> None:
+                 send: Callable[[bytes, bytes, Any], bool], log: Any,
+                 other_nodes: Callable[[], list] = list) -> None:
         self.prefix, self.store, self.log = prefix, store, log
         self._node_of_prefix = node_of_prefix   # segment prefix -> node id (the head's table)
         self._send = send                       # (node id, header, payload | None) -> reached?
+        self._other_nodes = other_nodes         # () -> the other live nodes' ids
         self._pulls: dict[str, _Pull] = {}
         self.replicas: dict[str, bytes] = {}          # name -> the node that made it
         self._served: dict[str, set[bytes]] = {}      # name -> nodes that pulled it from here
@@ -132,7 +136,12 @@ class Transfers:
 
     # -- the node that pulls -----------------------------------------------------------
     def _start(self, name: str, size: int) -> _Pull | None:
+        """Pull from the node that made it; if that node is gone, from another node that
+        pulled a copy (each live node is asked in turn: one that has none says so)."""
         source = self._node_of_prefix(prefix_of(name)) if _valid_name(name) else None
+        others = [] if source is not None or not _valid_name(name) else self._other_nodes()
+        if source is None and others:
+            source, others = others[0], others[1:]
         if source is None or size < 0:
             self.log.warning("no node holds a stored object to pull", name=name)
             return None
@@ -142,7 +151,7 @@ class Transfers:
         except OSError as exc:
             self.log.warning("cannot make a segment to pull into", name=name, error=str(exc))
             return None
-        pull = self._pulls[name] = _Pull(name, size, fd, source, time.monotonic())
+        pull = self._pulls[name] = _Pull(name, size, fd, source, time.monotonic(), others)
         if size == 0:
             self._finish(pull, "")
             return pull
@@ -185,6 +194,14 @@ class Transfers:
             self._request_next(pull)
 
     def _finish(self, pull: _Pull, error: str) -> None:
+        if error and pull.others:   # another node may have a copy: start over from it
+            pull.source, pull.others = pull.others[0], pull.others[1:]
+            pull.next_offset = pull.received = 0
+            pull.last_progress = time.monotonic()
+            for _ in range(CONFIG.transfer_in_flight):
+                if not self._request_next(pull):
+                    break
+            return
         del self._pulls[pull.name]
         part = os.path.join(SHM_DIR, pull.name + _PART)
         try:
@@ -211,8 +228,10 @@ class Transfers:
             _run(need.then, self.log)
 
     def nodes_changed(self, alive: Callable[[bytes], bool]) -> None:
-        """The node table changed: pulls from nodes that died or left fail."""
+        """The node table changed: pulls from nodes that died or left go on from another
+        copy, or fail."""
         for pull in [p for p in self._pulls.values() if not alive(p.source)]:
+            pull.others = [n for n in pull.others if alive(n)]
             self._finish(pull, "its node left the cluster")
         for nodes in self._served.values():
             nodes.difference_update([n for n in nodes if not alive(n)])
@@ -226,7 +245,9 @@ class Transfers:
     # -- the node that made it -----------------------------------------------------
     def on_chunk_req(self, peer: bytes, f: list) -> None:
         name, offset, length = f
-        if not _valid_name(name) or not name.startswith(self.prefix) or type(offset) is not int \
+        # (It serves what it made, and whole copies it pulled: their origin may be gone.)
+        if not _valid_name(name) or not (name.startswith(self.prefix) or name in self.replicas) \
+                or type(offset) is not int \
                 or type(length) is not int or offset < 0 \
                 or not 0 < length <= CONFIG.transfer_chunk_bytes:
             self._send(peer, P.encode(P.CHUNK, str(name)[:256], -1, 0,
