@@ -324,8 +324,13 @@ def _running_on(node_id: str, n: int) -> bool:
 
 
 def _node_id(node) -> str:
-    return next(x["NodeID"] for x in zray.nodes() if x["NodeManagerAddress"] == node.address
-                and x["Alive"])
+    """The node's id, once the head lists it alive (add_node may return before: it counts
+    live nodes, and a SIGKILLed one still counts until its heartbeats are missed)."""
+    found: list = []
+    wait_for(lambda: found.extend(x["NodeID"] for x in zray.nodes()
+                                  if x["NodeManagerAddress"] == node.address and x["Alive"])
+             or found, f"the node at {node.address} is listed")
+    return found[0]
 
 
 def test_tasks_of_a_dead_node_run_again_elsewhere_or_fail_with_node_died(three_hosts):
@@ -427,3 +432,23 @@ def test_a_drivers_actors_on_other_nodes_end_with_it(three_hosts, tmp_path, how)
     kept = zray.get_actor("kept_" + how, namespace="jobs")
     assert zray.get(kept.ping.remote(), timeout=T) == "pong"   # detached: it lives on
     zray.kill(kept)
+
+
+def test_a_groups_bundles_on_a_dead_node_are_set_aside_again_elsewhere(three_hosts):
+    doomed = three_hosts.add_node(num_cpus=1, resources={"flaky": 1})
+    pg = placement_group([{"flaky": 1}], strategy="PACK")
+    try:
+        assert pg.wait(T)
+        assert placement_group_table(pg)["bundles_to_node_id"][0] == _node_id(doomed)
+        in_pg = PlacementGroupSchedulingStrategy(pg, 0)
+        survivor = Survivor.options(max_restarts=1, scheduling_strategy=in_pg).remote()
+        assert zray.get(survivor.add.remote(), timeout=T) == (1, _node_id(doomed))
+        three_hosts.remove_node(doomed)
+        spare = three_hosts.add_node(num_cpus=1, resources={"flaky": 1})
+        wait_for(lambda: placement_group_table(pg)["state"] == "CREATED"
+                 and placement_group_table(pg)["bundles_to_node_id"].get(0) == _node_id(spare),
+                 "the bundle set aside on the new node")
+        assert zray.get(survivor.add.remote(), timeout=T) == (1, _node_id(spare))
+    finally:
+        remove_placement_group(pg)
+    _remove(three_hosts, spare)

@@ -149,3 +149,14 @@ def test_plan_follows_each_strategy():
     assert len(set(plan(two, "SPREAD", _views(4)).values())) == 1     # spread as far as it goes
     assert len(set(plan(two, "SPREAD", _views(4, 4)).values())) == 2
     assert plan([{"CPU": 3.0}], "PACK", _views(2, 2)) is None
+
+
+def test_plan_of_the_bundles_a_dead_node_held():
+    two = [{"CPU": 1.0}, {"CPU": 1.0}]
+    n0, n1, n2 = (bytes([i]) for i in range(3))
+    views = _views(2, 2, 2)
+    # Bundle 1 stays on n0: STRICT_SPREAD puts bundle 0 elsewhere, STRICT_PACK beside it.
+    assert plan(two, "STRICT_SPREAD", views, {1: n0})[0] != n0
+    assert plan(two, "STRICT_PACK", views, {1: n1}) == {0: n1}
+    assert plan(two, "STRICT_PACK", _views(2, 0, 2), {1: n1}) is None
+    assert plan(two, "PACK", views, {1: n2}) == {0: n2}

@@ -1,6 +1,7 @@
 """Placement groups at the head: where each bundle goes (a pure function of the bundles,
 the strategy and the nodes' free resources) and each group's record, from PENDING to
-CREATED (every node it asked set its bundles aside) to REMOVED.
+CREATED (every node it asked set its bundles aside) to REMOVED; RESCHEDULING while the
+bundles of a node that died are set aside again elsewhere.
 
 A node sets a bundle aside by taking its resources and offering them again under the
 bundle's names (_strategies.bundle_resources); tasks and actors in the group ask for
@@ -20,7 +21,7 @@ STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 class Group:
     """One placement group as the head keeps it."""
     __slots__ = ("pg_id", "name", "namespace", "bundles", "strategy", "state", "nodes",
-                 "waiting", "failed", "owner")
+                 "waiting", "owner")
 
     def __init__(self, pg_id: bytes, name: str, namespace: str, bundles: list, strategy: str,
                  owner: bytes) -> None:
@@ -28,15 +29,7 @@ class Group:
         self.bundles, self.strategy, self.owner = bundles, strategy, owner
         self.state = "PENDING"
         self.nodes: dict[int, bytes] = {}      # bundle index -> node id (once planned)
-        self.waiting: set[bytes] = set()        # nodes asked to reserve, no answer yet
-        self.failed = False                     # a node said no: undo, try again later
-
-    def on_node(self) -> dict[bytes, list]:
-        """node id -> [[index, bundle], ...] of the bundles planned there."""
-        out: dict[bytes, list] = {}
-        for index, node_id in sorted(self.nodes.items()):
-            out.setdefault(node_id, []).append([index, self.bundles[index]])
-        return out
+        self.waiting: dict[bytes, list] = {}   # node asked to reserve -> bundle indexes
 
     def resources_on(self, node_id: bytes) -> dict:
         """What the node offers for this group once it set its bundles aside."""
@@ -66,29 +59,36 @@ def _take(bundle: Mapping[str, float], free: dict) -> None:
             free[k] = free.get(k, 0.0) - v
 
 
-def plan(bundles: list, strategy: str, nodes: Iterable[NodeView]) -> dict[int, bytes] | None:
-    """bundle index -> node id for every bundle, fitting what the nodes have free now;
-    None if the strategy cannot be met now.
+def plan(bundles: list, strategy: str, nodes: Iterable[NodeView],
+         placed: dict[int, bytes] | None = None) -> dict[int, bytes] | None:
+    """bundle index -> node id for every bundle not in `placed` (those already set aside,
+    on live nodes: a group that lost a node plans the rest), fitting what the nodes have
+    free now; None if the strategy cannot be met now.
 
     STRICT_PACK: all on one node. PACK: on one node if one holds them all, else as few
     as it can (each bundle where others already went, if it fits). STRICT_SPREAD: each on
     a node of its own. SPREAD: on nodes of their own as far as they go, then anywhere."""
+    placed = placed or {}
     live = sorted((n for n in nodes if n.alive), key=lambda n: n.node_id)
     free = {n.node_id: dict(n.available) for n in live}
-    order = sorted(range(len(bundles)), key=lambda i: -sum(bundles[i].values()))
+    todo = [i for i in range(len(bundles)) if i not in placed]
+    order = sorted(todo, key=lambda i: -sum(bundles[i].values()))
     if strategy in ("PACK", "STRICT_PACK"):
         total: dict = {}
-        for b in bundles:
-            for k, v in b.items():
+        for i in todo:
+            for k, v in bundles[i].items():
                 total[k] = total.get(k, 0.0) + v
-        whole = [n.node_id for n in live if _fits(total, free[n.node_id])]
+        homes = set(placed.values())
+        whole = sorted((n.node_id for n in live if _fits(total, free[n.node_id])
+                        and (strategy == "PACK" or not homes or n.node_id in homes)),
+                       key=lambda nid: nid not in homes)
         if whole:
-            return dict.fromkeys(range(len(bundles)), whole[0])
+            return dict.fromkeys(todo, whole[0])
         if strategy == "STRICT_PACK":
             return None
     out: dict[int, bytes] = {}
     for i in order:
-        used = set(out.values())
+        used = set(out.values()) | set(placed.values())
         fit = [nid for nid in free if _fits(bundles[i], free[nid])]
         if strategy == "PACK":
             pick = [nid for nid in fit if nid in used] or fit
@@ -129,8 +129,8 @@ def check_bundles(bundles: object, strategy: object) -> None:
 
 class Groups:
     """The head's placement groups: planned on the nodes' free resources, reserved by
-    RESERVE/RESERVED with each node (all or none: a node that says no undoes the
-    others, and the group is planned again at the next tick), removed by UNRESERVE.
+    RESERVE/RESERVED with each node (the bundles a node could not take are planned
+    again at the next tick, among the nodes the others went to), removed by UNRESERVE.
 
     store: the ControlStore (its node records learn the bundles' resources);
     send(ident, mtype, *fields); created(): a group's bundles are ready (the head
@@ -196,36 +196,53 @@ class Groups:
                 return
             self._next_tick = now + every
         for group in self.groups.values():
-            if group.state == "PENDING" and not group.waiting:
-                nodes = plan(group.bundles, group.strategy, self.store.views())
-                if nodes is None:
+            if group.state in ("PENDING", "RESCHEDULING") and not group.waiting:
+                new = plan(group.bundles, group.strategy, self.store.views(), group.nodes)
+                if new is None:
                     continue
-                group.nodes, group.failed = nodes, False
-                for node_id, bundles in group.on_node().items():
+                group.nodes.update(new)
+                asks: dict[bytes, list] = {}
+                for index, node_id in sorted(new.items()):
+                    asks.setdefault(node_id, []).append([index, group.bundles[index]])
+                for node_id, bundles in asks.items():
                     node = self.store.nodes[node_id]
-                    group.waiting.add(node_id)
+                    group.waiting[node_id] = [index for index, _ in bundles]
                     node.took({k: v for _, b in bundles for k, v in b.items()})
                     self.send(node.ident, RESERVE, group.pg_id, bundles)
 
     def on_reserved(self, ident: bytes, f: list) -> None:
+        """A node set the bundles asked of it aside, or could not (they are planned
+        again at the next tick, the others kept): CREATED once every bundle is."""
         node = self.store.by_ident.get(ident)
         group = self.groups.get(f[0]) if type(f[0]) is bytes else None
         if node is None or group is None or node.node_id not in group.waiting:
             return
-        group.waiting.discard(node.node_id)
-        if not f[1]:
-            group.failed = True
-        else:
+        asked = group.waiting.pop(node.node_id)
+        if f[1]:
             node.resources = {**node.resources, **group.resources_on(node.node_id)}
+        else:
+            for index in asked:
+                group.nodes.pop(index, None)
         if group.waiting:
             return
-        if group.state == "REMOVED" or group.failed:
-            self._unreserve(group)   # (a removed group's late yes, or a partial one)
-            if group.state != "REMOVED":
-                group.nodes = {}     # planned again at the next tick
-            return
-        group.state = "CREATED"
-        self.created()
+        if group.state == "REMOVED":
+            self._unreserve(group)   # (a removed group's late yes)
+        elif len(group.nodes) == len(group.bundles):
+            group.state = "CREATED"
+            self.created()
+
+    def node_died(self, node_id: bytes) -> None:
+        """A node died: the bundles it held are planned again elsewhere (RESCHEDULING,
+        as Ray's), the others stay where they are."""
+        for group in self.groups.values():
+            if group.state == "REMOVED":
+                continue
+            group.waiting.pop(node_id, None)
+            lost = [i for i, n in group.nodes.items() if n == node_id]
+            for index in lost:
+                del group.nodes[index]
+            if lost and group.state == "CREATED":
+                group.state = "RESCHEDULING"
 
     def _unreserve(self, group: Group) -> None:
         hex_id = group.pg_id.hex()

@@ -349,17 +349,17 @@ class NodeCluster:
         for _, bundle in bundles:
             for k, v in bundle.items():
                 need[k] = need.get(k, 0.0) + float(v)
-        ok = pg_id not in self.bundles and res.fits(need)
-        if ok:
+        ok = res.fits(need)
+        if ok:   # (more bundles of a group it holds some of: the group lost a node)
             res.take(need)
-            added: dict = {}
+            taken, added = self.bundles.setdefault(pg_id, ({}, {}))
+            for k, v in need.items():
+                taken[k] = taken.get(k, 0.0) + v
             for index, bundle in bundles:
                 for k, v in ST.bundle_resources(pg_id.hex(), index, bundle).items():
                     added[k] = added.get(k, 0.0) + v
-            for k, v in added.items():
-                res.total[k] = res.total.get(k, 0.0) + v
-                res.avail[k] = res.avail.get(k, 0.0) + v
-            self.bundles[pg_id] = (need, added)
+                    res.total[k] = res.total.get(k, 0.0) + v
+                    res.avail[k] = res.avail.get(k, 0.0) + v
         self.n._to_head(P.RESERVED, pg_id, ok)
         if ok:
             self.n._do(self.n.sched.tasks.schedule())

@@ -170,6 +170,8 @@ class HeadBroker:
         their retries go (else their owners get NodeDiedError); its actors restart
         elsewhere, as far as their max_restarts go (else they are dead)."""
         hex_id = node_id.hex()
+        self.groups.node_died(node_id)
+        self.groups.tick()
         for aid, actor in list(self.store.actors.items()):
             if actor.get("node_id") != hex_id or actor.get("state") == "DEAD":
                 continue
