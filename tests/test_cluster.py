@@ -452,3 +452,22 @@ def test_a_groups_bundles_on_a_dead_node_are_set_aside_again_elsewhere(three_hos
     finally:
         remove_placement_group(pg)
     _remove(three_hosts, spare)
+
+
+@zray.remote(resources={"right": 0.01}, num_cpus=0)
+class Slow:
+    def nap(self, seconds):
+        time.sleep(seconds)
+        return seconds
+
+
+def test_cancel_of_a_queued_call_to_an_actor_on_another_node(three_hosts):
+    slow = Slow.remote()
+    zray.get(slow.nap.remote(0), timeout=T)
+    running = slow.nap.remote(1.0)
+    queued = slow.nap.remote(0.5)
+    zray._runtime.current().flush_sync()   # both sent: the cancel must travel to the node
+    zray.cancel(queued)
+    with pytest.raises(zray.exceptions.TaskCancelledError):
+        zray.get(queued, timeout=T)
+    assert zray.get(running, timeout=T) == 1.0   # a running sync call runs on, as in Ray

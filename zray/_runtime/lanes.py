@@ -250,6 +250,29 @@ class Lanes:
         if a is not None:
             a.inflight.pop(task_id, None)
 
+    def unreachable(self, peer: tuple, now: float) -> list:
+        """The socket to `peer` could not be opened (this process is out of sockets or
+        file descriptors): an actor's calls go through the node instead, whose mailbox
+        forwards them (slower, never lost); a lease is given back, its tasks go through
+        the node."""
+        kind, key = peer
+        if kind == "lease":
+            lease = self.lease_of.pop(key, None)
+            if lease is None:
+                return []
+            lease.open, lease.wid, lease.refused_at = False, None, now
+            return [(NODE, P.UNLEASE, (key, False))]
+        a = self.actors.get(key)
+        if a is None or a.via_node:
+            return []
+        a.address, a.via_node = "", True
+        calls = list(a.inflight.values())   # counted as sent on the socket never opened
+        a.inflight.clear()
+        acts = self._send_calls(key, a, calls) if calls else []
+        if a.release:
+            acts.append((NODE, P.RELEASE_ACTOR, (key, False)))
+        return acts
+
     def killed(self, aid: bytes, no_restart: bool) -> list:
         """This process killed the actor: calls made from now on must not reach the old
         instance (they fail, or wait for the restart). Calls already sent fail or are
@@ -297,7 +320,9 @@ class Lanes:
                         pending.remove(spec)
                         return True, [(FAIL, spec, pickle.dumps(TaskCancelledError(task_id.hex())))]
             sent = task_id in a.inflight or (a.sync is not None and a.sync[P.T_ID] == task_id)
-            if sent and a.state == ALIVE and not a.via_node:
+            if sent and a.state == ALIVE:
+                if a.via_node:   # its node (wherever it is) cancels it
+                    return True, [(NODE, P.CANCEL, (task_id, force))]
                 return True, [(SEND, ("actor", aid), P.CANCEL, (task_id, force))]
         return False, []
 
@@ -492,3 +517,20 @@ class Lanes:
             return []   # taken back meanwhile (the worker died): handled there
         lease.sync = False
         return self.lease_result(wid, spec[P.T_ID], now)
+
+    def untake(self, spec: list, wid: bytes | None, with_function: bool) -> list:
+        """A user thread took this call or task (take_call / take_task) but could not
+        open a socket to send it: the I/O thread sends it, ahead of what waited behind."""
+        if wid is None:
+            aid = spec[P.T_ACTOR]
+            a = self.actors.get(aid)
+            if a is None or a.sync is not spec:
+                return []
+            a.sync = None
+            a.queue.appendleft(spec)
+            return self._send_queue(aid, a) if a.state == ALIVE else []
+        lease = self.lease_of.get(wid)
+        if lease is None or lease.task is not spec:
+            return []
+        lease.sync = False
+        return [(TASK, ("lease", wid), spec, with_function)]

@@ -11,6 +11,8 @@ from .. import _protocol as P
 from ._actions import (
     ACTOR_DIED,
     ACTOR_STATE,
+    CANCEL,
+    CANCELLED,
     CREATE,
     FAIL,
     FORWARD,
@@ -193,6 +195,19 @@ class Mailboxes:
             actor.inflight.pop(task_id, None)
 
     # -- the end -----------------------------------------------------------------
+    def cancel(self, task_id: bytes) -> list:
+        """Cancel a call held here: one still in its actor's mailbox fails now; one
+        forwarded to the actor is asked to stop (a running sync call runs on, as in
+        Ray). [] if no actor here holds it."""
+        for actor in self.actors.values():
+            for spec in actor.mailbox:
+                if spec[P.T_ID] == task_id:
+                    actor.mailbox.remove(spec)
+                    return [(FAIL, spec, CANCELLED, "")]
+            if task_id in actor.inflight and actor.worker is not None:
+                return [(CANCEL, actor.worker, task_id)]
+        return []
+
     def kill(self, aid: bytes, no_restart: bool, why: str = "it was killed with zray.kill()") -> list:
         actor = self.actors.get(aid)
         if actor is None or actor.state == AState.DEAD:

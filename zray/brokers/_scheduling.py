@@ -90,7 +90,8 @@ class LocalScheduler:
         return self.tasks.blocked(wid, is_blocked, returned)
 
     def cancel(self, task_id: bytes, force: bool) -> list:
-        return self.tasks.cancel(task_id, force)
+        """A task here, else a call held by an actor here ([] if neither)."""
+        return self.tasks.cancel(task_id, force) or self.mailboxes.cancel(task_id)
 
     def lease(self, client: bytes, res: dict) -> bytes | None:
         return self.tasks.lease(client, res)

@@ -182,7 +182,7 @@ class HeadBroker:
                 continue
             if spec[P.A_MAX_RESTARTS] > 0:
                 spec[P.A_MAX_RESTARTS] -= 1
-            actor["state"] = "RESTARTING"
+            actor["state"], actor["node_id"] = "RESTARTING", None   # where: once placed
             self._place(from_ident, spec)
         for spec, from_ident in self.placed.pop(node_id, {}).values():
             if P.spend_retry(spec):
@@ -292,7 +292,10 @@ class HeadBroker:
         self._locating.setdefault(actor_id, []).append((ident, client, seq, deadline))
 
     def _expire_locating(self, now: float) -> None:
-        for actor_id in [a for a, w in self._locating.items() if w[0][3] <= now]:
+        # (An actor restarting after its node died is waited for as long as it takes:
+        # it may wait for a node, or a placement group's bundle, to come.)
+        for actor_id in [a for a, w in self._locating.items() if w[0][3] <= now
+                         and self.store.actors.get(a, {}).get("state") != "RESTARTING"]:
             for where, client, seq, _deadline in self._locating.pop(actor_id):
                 self._send(where, P.HEAD_REPLY, client, seq, True, None)
 

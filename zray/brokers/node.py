@@ -334,7 +334,11 @@ class NodeBroker:
             self._do(self.sched.unlease(f[0], time.monotonic(), kill=bool(f[1])))
 
     def _on_cancel(self, ident: bytes, f: list) -> None:
-        self._do(self.sched.cancel(f[0], bool(f[1])))
+        acts = self.sched.cancel(f[0], bool(f[1]))
+        if acts or self.cluster.relayed:
+            self._do(acts)
+        else:   # a call to an actor on another node, perhaps: its node cancels it
+            self.cluster.to_other_nodes(ident, P.encode(P.CANCEL, f[0], bool(f[1])))
 
     def _on_kill_actor(self, ident: bytes, f: list) -> None:
         if not self.cluster.elsewhere(ident, f[0], P.KILL_ACTOR, *f):
