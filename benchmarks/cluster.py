@@ -102,6 +102,25 @@ def run(use_ray: bool, rounds: int, secure: bool = True) -> dict:
     return out
 
 
+def placement_rate(nodes: int = 100, batch: int = 10_000) -> tuple[float, float]:
+    """The head's placement decisions/s over `nodes` simulated nodes, in one process:
+    (place_batch in batches of `batch`, pick_node one at a time)."""
+    import random
+    sys.path.insert(0, _ROOT)
+    from zray.brokers._placement import NodeView, pick_node, place_batch
+    rnd = random.Random(1)
+    views = [NodeView(os.urandom(16), {"CPU": 8.0}, {"CPU": float(rnd.randint(0, 8))},
+                      rnd.randint(0, 20), rnd.randint(0, 8)) for _ in range(nodes)]
+    demands = [{"CPU": 1.0}] * batch
+    t0 = time.perf_counter()
+    place_batch(demands, views)
+    batched = batch / (time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    for d in demands[:2000]:
+        pick_node(d, views)
+    return batched, 2000 / (time.perf_counter() - t0)
+
+
 def _scaling(rt, start, nodes: int, rounds: int) -> float:
     cluster = start(num_cpus=1)
     try:
@@ -134,6 +153,8 @@ def main() -> int:
                     help="also run this script under RAY_PYTHON --ray and print both")
     args = ap.parse_args()
     figures = run(args.ray, args.rounds, not args.insecure)
+    if not args.ray:
+        figures["head_place_batch"], figures["head_pick_node"] = placement_rate()
     if args.json:
         print(json.dumps(figures))
         return 0

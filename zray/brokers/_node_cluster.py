@@ -250,9 +250,14 @@ class NodeCluster:
 
     # -- overflow: a busy node's surplus to nodes with room ------------------------
     def resume_overflow(self, now: float) -> None:
-        """Overflow on while other nodes live (not while paused after a bounce)."""
+        """Overflow on while other nodes live (not while paused after a bounce). Called
+        with now=0 when the node table changes, and on every timer tick (a no-op unless
+        a pause just ended)."""
+        if now and not self._overflow_paused_until:
+            return
         if now < self._overflow_paused_until:
             return
+        self._overflow_paused_until = 0.0
         per_cpu = CONFIG.overflow_queue_per_cpu
         cpus = self.n.sched.res.total.get("CPU", 0.0)
         on = self._others and per_cpu > 0
