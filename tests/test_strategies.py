@@ -160,3 +160,24 @@ def test_plan_of_the_bundles_a_dead_node_held():
     assert plan(two, "STRICT_PACK", views, {1: n1}) == {0: n1}
     assert plan(two, "STRICT_PACK", _views(2, 0, 2), {1: n1}) is None
     assert plan(two, "PACK", views, {1: n2}) == {0: n2}
+
+
+@zray.remote
+def my_group():
+    from zray.util.placement_group import get_current_placement_group
+    pg = get_current_placement_group()
+    return None if pg is None else (pg.id.hex(), pg.bundle_specs)
+
+
+def test_get_current_placement_group(shared):
+    from zray.util.placement_group import get_current_placement_group
+    assert get_current_placement_group() is None   # a driver is in none
+    assert zray.get(my_group.remote(), timeout=T) is None
+    pg = placement_group([{"CPU": 1}])
+    try:
+        assert pg.wait(T)
+        in_pg = PlacementGroupSchedulingStrategy(pg)
+        assert zray.get(my_group.options(scheduling_strategy=in_pg).remote(), timeout=T) == \
+            (pg.id.hex(), [{"CPU": 1.0}])
+    finally:
+        remove_placement_group(pg)

@@ -141,6 +141,17 @@ def placement_group_table(placement_group: PlacementGroup | None = None) -> dict
 
 
 def get_current_placement_group() -> PlacementGroup | None:
-    """The placement group the calling task or actor runs in (None outside one).
-    zray does not track it yet: always None (see README)."""
-    return None
+    """The placement group the calling task or actor runs in (None in a driver, or in
+    work scheduled outside any group). Read from the resources it was given: a task in
+    a group asks for its bundles' renamed resources (bundle_group_[<index>_]<pg>)."""
+    from .._context import current_context
+    from .._strategies import BUNDLE
+    ctx = current_context()
+    res = ctx.resources if ctx is not None else None
+    hex_id = next((k.rsplit("_", 1)[-1] for k in res or () if k.startswith(BUNDLE)), None)
+    if hex_id is None:
+        return None
+    row = runtime_or_init().head_call("pg_table", [bytes.fromhex(hex_id)])
+    bundles = [row["bundles"][i] for i in sorted(row["bundles"])] if row else []
+    return PlacementGroup(PlacementGroupID(bytes.fromhex(hex_id)), bundles,
+                          row.get("strategy", "PACK") if row else "PACK")
