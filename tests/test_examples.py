@@ -69,8 +69,10 @@ def test_notebook_runs_in_a_kernel_and_leaves_nothing(executed_notebook):
 @pytest.mark.timeout(90)
 def test_notebook_tasks_actor_and_put(executed_notebook):
     nb, _ = executed_notebook
-    resources = cell_with(nb, "ray.init(num_cpus=2)").outputs[0]["data"]["text/plain"]
-    assert "'CPU': 2.0" in resources
+    init_cell = cell_with(nb, "ray.init(num_cpus=2)")
+    resources = next(o for o in init_cell.outputs if o.output_type == "execute_result")
+    assert "'CPU': 2.0" in resources["data"]["text/plain"]
+    assert "View the dashboard at http://127.0.0.1:" in text_of(init_cell)
     out = text_of(cell_with(nb, "def monte_carlo_pi"))
     assert re.search(r"^ObjectRef\([0-9a-f]+\)$", out, re.MULTILINE)
     assert re.search(r"^8 estimates, mean 3\.1\d*$", out, re.MULTILINE)

@@ -11,13 +11,16 @@ import pytest
 
 from zray import _session
 
+_listening: list[socket.socket] = []   # the fake brokers' sockets, closed after each test
+
 
 def fake_session(root, name: str, uid: int | None = None, mode: int = 0o700) -> str:
     path = os.path.join(root, "zray-" + name)
     os.mkdir(path)
     sock = socket.socket(socket.AF_UNIX)
     sock.bind(os.path.join(path, "node.sock"))
-    sock.close()
+    sock.listen(8)   # a live session: something answers at its socket
+    _listening.append(sock)
     _session.write_node_info(path, b"n" * 16, "tcp://10.0.0.1:6379", "")
     if uid is not None:
         for p in (path, os.path.join(path, "node.sock"), os.path.join(path, "node.json")):
@@ -29,7 +32,9 @@ def fake_session(root, name: str, uid: int | None = None, mode: int = 0o700) -> 
 @pytest.fixture
 def tmp_root(tmp_path, monkeypatch):
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
-    return str(tmp_path)
+    yield str(tmp_path)
+    while _listening:
+        _listening.pop().close()
 
 
 def test_auto_takes_only_this_users_private_sessions(tmp_root):

@@ -25,6 +25,7 @@ from ._api import (
 )
 from ._object_ref import ObjectRef
 from ._runtime_context import get_runtime_context
+from ._timeline import timeline
 from .actor import ActorClass, ActorHandle, method
 
 __version__ = "0.1.0"
@@ -32,5 +33,5 @@ __version__ = "0.1.0"
 __all__ = [
     "ActorClass", "ActorHandle", "ObjectRef", "available_resources", "cancel", "cluster_resources",
     "exceptions", "get", "get_actor", "get_gpu_ids", "get_runtime_context", "init", "is_initialized",
-    "kill", "method", "nodes", "put", "remote", "shutdown", "util", "wait",
+    "kill", "method", "nodes", "put", "remote", "shutdown", "timeline", "util", "wait",
 ]

@@ -16,9 +16,12 @@ from ._config import CONFIG
 
 
 class LocalCluster:
-    def __init__(self, resources: dict, num_workers: int | None = None) -> None:
+    def __init__(self, resources: dict, num_workers: int | None = None,
+                 dashboard: tuple[str, int | None] | None = None) -> None:
         self.resources = resources
         self.num_workers = num_workers
+        self.dashboard = dashboard      # (host, port or None: 8265 or the next free one)
+        self.dashboard_url: str | None = None
         self.session_dir = tempfile.mkdtemp(prefix="zray-")   # mode 0700
         self.node_id = os.urandom(16)
         self.head_address = f"ipc://{self.session_dir}/head.sock"
@@ -30,11 +33,19 @@ class LocalCluster:
         life_r, self._life_w = os.pipe()
         os.set_inheritable(self._life_w, False)
         env = broker_env()   # workers are forked from the node broker: they inherit it
+        listener = None
         try:
             common = ["--session-dir", self.session_dir, "--parent-fd", str(life_r), "--cleanup-dir"]
-            self._procs.append(subprocess.Popen(
-                [sys.executable, "-m", "zray.brokers.head", *common], pass_fds=[life_r], env=env,
-                stdin=subprocess.DEVNULL))
+            head_cmd, head_fds = [sys.executable, "-m", "zray.brokers.head", *common], [life_r]
+            if self.dashboard is not None:
+                # Bound here, served by the head: its address is known now, nothing waits.
+                from . import dashboard
+                listener = dashboard.bind(*self.dashboard)
+                self.dashboard_url = dashboard.url_of(listener)
+                head_cmd += ["--dashboard-fd", str(listener.fileno())]
+                head_fds.append(listener.fileno())
+            self._procs.append(subprocess.Popen(head_cmd, pass_fds=head_fds, env=env,
+                                                stdin=subprocess.DEVNULL))
             node_cmd = [sys.executable, "-m", "zray.brokers.node", *common, "--head", self.head_address,
                         "--resources", json.dumps(self.resources), "--node-id", self.node_id.hex()]
             if self.num_workers is not None:
@@ -46,6 +57,8 @@ class LocalCluster:
             raise
         finally:
             os.close(life_r)
+            if listener is not None:
+                listener.close()   # the head has its own copy
 
     def stop(self) -> None:
         """Stop both brokers (and so every worker) and remove the session dir. Idempotent."""
@@ -80,7 +93,8 @@ def _script_directory() -> str | None:
 
 # -- brokers of a cluster (zray start, zray.testing): the command lines -----------------
 def head_argv(session_dir: str, host: str, port: int, keys_dir: str | None,
-              *, ready_fd: int | None = None, parent_fd: int | None = None) -> list[str]:
+              *, ready_fd: int | None = None, parent_fd: int | None = None,
+              dashboard_fd: int | None = None) -> list[str]:
     """The head broker of a tcp cluster listening at host:port (keys_dir None: insecure;
     port 0: any free port, written to ready_fd)."""
     argv = [sys.executable, "-m", "zray.brokers.head", "--session-dir", session_dir,
@@ -90,6 +104,8 @@ def head_argv(session_dir: str, host: str, port: int, keys_dir: str | None,
         argv += ["--ready-fd", str(ready_fd)]
     if parent_fd is not None:
         argv += ["--parent-fd", str(parent_fd)]
+    if dashboard_fd is not None:
+        argv += ["--dashboard-fd", str(dashboard_fd)]
     return argv
 
 

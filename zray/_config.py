@@ -56,14 +56,23 @@ class Config:
     # A node's shared-memory store holds this many bytes before it spills to disk,
     # unless the node is given object_store_memory.
     object_store_bytes: int = 2 << 30
+    # The store leaves this much of /dev/shm free (a small /dev/shm: Docker gives 64 MiB):
+    # past it the node spills, and a writer asks its node for room (waiting at most
+    # spill_wait_s) before it writes its value straight to the spill directory.
+    shm_reserve_bytes: int = 4 << 20
+    spill_wait_s: float = 10.0
     # A node pulls a segment another node holds in chunks of this many bytes, this many
     # in flight (the link stays busy while each chunk is written out), and gives up on a
     # pull that made no progress for transfer_timeout_s (its reader gets ObjectLostError).
     transfer_chunk_bytes: int = 4 << 20
     transfer_in_flight: int = 4
     transfer_timeout_s: float = 30.0
-    # Cap on task workers per node, counting those blocked in get().
-    max_workers_per_node: int = 64
+    # Cap on task workers per node, counting those blocked in get() (each level of nested
+    # get() holds one). 0: as many as the node's available memory allows at
+    # worker_memory_bytes each, at least 64, at most 1024. When the cap holds queued
+    # work back while workers block, the node warns their owners, naming this knob.
+    max_workers_per_node: int = 0
+    worker_memory_bytes: int = 64 << 20
     # How long init() waits for the brokers to come up.
     start_timeout_s: float = 15.0
     # How long shutdown waits for a process to exit before it kills it.
@@ -80,6 +89,31 @@ class Config:
     memory_stats_timeout_s: float = 2.0
     # Async actors run at most this many calls at once unless max_concurrency says.
     async_actor_max_concurrency: int = 1000
+    # Workers that die as they start (before their hello): after worker_start_free of
+    # them in a row, the next fork waits worker_start_backoff_s, doubling up to
+    # worker_start_backoff_max_s; after worker_start_failures in a row, the tasks that
+    # wait for a worker fail with WorkerCrashedError (else they would wait forever).
+    worker_start_free: int = 2
+    worker_start_backoff_s: float = 0.1
+    worker_start_backoff_max_s: float = 10.0
+    worker_start_failures: int = 5
+    # A remote function or actor class that pickles to more than this many bytes is
+    # warned about (naming its biggest captured global), past the error size refused
+    # (as Ray: 10 MB and 100 MB); put large values with zray.put() instead.
+    function_size_warn_bytes: int = 10_000_000
+    function_size_error_bytes: int = 100_000_000
+    # A remote function garbage-collected in its process (its tasks done) has its blob
+    # dropped by the node this much later, unless it is defined again meanwhile.
+    function_free_delay_s: float = 1.0
+    # A runtime_env's working_dir or py_module is refused past this many bytes of files
+    # (each is zipped once and shipped to the workers through the object store).
+    runtime_env_max_bytes: int = 100 << 20
+    # Workers record each task and actor call they run (name, state, start, end) and
+    # send the records in batches at most every task_events_s, through their node, to
+    # the head, which keeps the last task_history of them (the dashboard, timeline()).
+    task_events: bool = True
+    task_events_s: float = 1.0
+    task_history: int = 10_000
 
     @classmethod
     def from_env(cls) -> Config:

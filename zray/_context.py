@@ -9,16 +9,17 @@ from typing import Any
 
 
 class TaskContext:
-    __slots__ = ("task_id", "name", "actor_id", "resources", "gpus", "prefix_name")
+    __slots__ = ("task_id", "name", "actor_id", "resources", "gpus", "prefix_name", "spec")
 
     def __init__(self, task_id: bytes | None, name: str, actor_id: bytes | None, resources: dict,
-                 gpus: list, prefix_name: str) -> None:
+                 gpus: list, prefix_name: str, spec: list | None = None) -> None:
         self.task_id = task_id
         self.name = name
         self.actor_id = actor_id
         self.resources = resources
         self.gpus = gpus
         self.prefix_name = prefix_name
+        self.spec = spec   # the task spec it runs (get_runtime_context() reads it)
 
 
 _var: contextvars.ContextVar[Any] = contextvars.ContextVar("zray_task", default=None)
@@ -33,6 +34,14 @@ def set_context(ctx: TaskContext | None) -> None:
 
 def current_context() -> TaskContext | None:
     return _var.get() or _actor[0]
+
+
+_host: list = [None]   # a worker process's TaskWorker or ActorHost (set by worker.main)
+
+
+def worker_host() -> Any:
+    """What runs tasks or hosts the actor in this worker process; None in a driver."""
+    return _host[0]
 
 
 class ActorExit(BaseException):

@@ -20,6 +20,7 @@ import tempfile
 import time
 
 from . import _cluster, _keys, _session
+from . import dashboard as _dashboard
 
 DAEMONS = "daemons.json"
 START_TIMEOUT_S = 30.0
@@ -41,19 +42,31 @@ def default_ip(toward: str | None = None) -> str:
     return "127.0.0.1"
 
 
-def start_head(port: int, resources: dict, ip: str, insecure: bool, node_port: int = 0) -> dict:
-    """Start the head broker and the head's node; {address, token, session}."""
+def start_head(port: int, resources: dict, ip: str, insecure: bool, node_port: int = 0,
+               dashboard: tuple[str, int | None] | None = None) -> dict:
+    """Start the head broker and the head's node; {address, token, session, dashboard_url}.
+    dashboard: (host, port) the head serves its dashboard at (port None: 8265 or the
+    next free one), None for none."""
     session = tempfile.mkdtemp(prefix=_session.PREFIX)
     keys_dir = None if insecure else os.path.join(session, "keys")
     token = ""
     if keys_dir is not None:
         token = _keys.token(_keys.create(keys_dir))
-    head_pid, address = _spawn(session, "head", lambda fd: _cluster.head_argv(
-        session, ip, port, keys_dir, ready_fd=fd))
+    listener = _dashboard.bind(*dashboard) if dashboard is not None else None
+    try:
+        head_pid, address = _spawn(session, "head", lambda fd: _cluster.head_argv(
+            session, ip, port, keys_dir, ready_fd=fd,
+            dashboard_fd=listener.fileno() if listener else None),
+            extra_fds=[listener.fileno()] if listener else [])
+        url = _dashboard.url_of(listener) if listener else None
+    finally:
+        if listener is not None:
+            listener.close()   # the head has its own
     node_pid, _node = _spawn(session, "node", lambda fd: _cluster.node_argv(
         session, address, resources, ip, keys_dir, head_node=True, port=node_port, ready_fd=fd))
     _record(session, {"head": head_pid, "node": node_pid})
-    return {"address": address.removeprefix("tcp://"), "token": token, "session": session}
+    return {"address": address.removeprefix("tcp://"), "token": token, "session": session,
+            "dashboard_url": url}
 
 
 def start_node(address: str, token: str | None, resources: dict, ip: str | None,
@@ -79,7 +92,7 @@ def start_node(address: str, token: str | None, resources: dict, ip: str | None,
     return {"node_id": node_id, "session": session, "ip": ip}
 
 
-def _spawn(session: str, name: str, argv_for) -> tuple[int, str]:
+def _spawn(session: str, name: str, argv_for, extra_fds: list | None = None) -> tuple[int, str]:
     """Start a broker as a daemon (its own session, logs in the session dir) and wait
     for the line it writes once it serves; (pid, that line)."""
     logs = os.path.join(session, "logs")
@@ -87,7 +100,8 @@ def _spawn(session: str, name: str, argv_for) -> tuple[int, str]:
     ready_r, ready_w = os.pipe()
     try:
         with open(os.path.join(logs, f"{name}.log"), "ab") as log:
-            proc = subprocess.Popen(argv_for(ready_w), pass_fds=[ready_w], env=_cluster.broker_env(),
+            proc = subprocess.Popen(argv_for(ready_w), pass_fds=[ready_w, *(extra_fds or [])],
+                                    env=_cluster.broker_env(),
                                     stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                     start_new_session=True)
         os.close(ready_w)

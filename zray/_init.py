@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import atexit
 import os
+import sys
 import threading
 from typing import Any
 
-from . import _context, _node_resources, _runtime, _session
+from . import _context, _node_resources, _runtime, _runtime_env, _session
 from ._cluster import LocalCluster
 from ._config import CONFIG
 from .exceptions import RaySystemError
@@ -15,9 +16,9 @@ from .exceptions import RaySystemError
 _lock = threading.RLock()
 _cluster: LocalCluster | None = None
 _IGNORED_INIT_KWARGS = {
-    "include_dashboard", "dashboard_host", "dashboard_port", "logging_level", "logging_format",
-    "configure_logging", "log_to_driver_level", "_system_config", "_temp_dir", "runtime_env",
-    "local_mode", "_memory", "storage", "job_config", "_node_ip_address",
+    "logging_level", "logging_format",
+    "configure_logging", "log_to_driver_level", "_system_config", "_temp_dir",
+    "_memory", "storage", "job_config", "_node_ip_address",
     "_plasma_directory", "labels", "enable_resource_isolation", "_enable_object_reconstruction",
     "_redis_password", "logging_config", "_metrics_export_port", "_tracing_startup_hook",
 }
@@ -29,6 +30,11 @@ class InitContext(dict):
     @property
     def address_info(self) -> dict:
         return dict(self)
+
+    @property
+    def dashboard_url(self) -> str | None:
+        """host:port of the dashboard (as Ray's, without http://); None if it is off."""
+        return self.get("webui_url") or None
 
     def disconnect(self) -> None:
         shutdown()
@@ -43,20 +49,26 @@ class InitContext(dict):
 def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: int | None = None,
          resources: dict | None = None, namespace: str | None = None,
          ignore_reinit_error: bool = False, log_to_driver: bool = True,
-         object_store_memory: int | None = None, **kwargs: Any) -> InitContext:
+         object_store_memory: int | None = None, include_dashboard: bool | None = None,
+         dashboard_host: str = "127.0.0.1", dashboard_port: int | None = None,
+         **kwargs: Any) -> InitContext:
     """Start the embedded local cluster (head broker, node broker, `num_cpus` workers)
     and connect this process to it. Returns once the cluster can take work.
+
+    The head serves a dashboard (pages, JSON API, /metrics) at dashboard_host:dashboard_port
+    (127.0.0.1: this machine only; 8265 or the next free port), said in dashboard_url.
 
     >>> zray.init(num_cpus=2)
     """
     global _cluster
+    local_mode, runtime_env = _job_kwargs(kwargs)
     unknown = set(kwargs) - _IGNORED_INIT_KWARGS
     if unknown:
         raise TypeError(f"init() got unexpected keyword argument(s): {', '.join(sorted(unknown))}")
     with _lock:
         if _context.runtime() is not None:
             if ignore_reinit_error:
-                return _context_of(_context.runtime())
+                return _context_of(_context.runtime(), _cluster.dashboard_url if _cluster else None)
             raise RuntimeError("Maybe you called zray.init twice by accident? This error can be "
                                "suppressed by passing in 'ignore_reinit_error=True' or by calling "
                                "'zray.shutdown()' prior to 'zray.init()'.")
@@ -66,12 +78,14 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
             if num_cpus is not None or num_gpus is not None or resources is not None:
                 raise ValueError("When connecting to an existing cluster, num_cpus, num_gpus and "
                                  "resources must not be given (the cluster has its own).")
-            return _connect(_session.find(address), namespace, log_to_driver)
+            return _job_options(runtime_env, local_mode,
+                                _connect(_session.find(address), namespace, log_to_driver))
         total = _node_resources.with_defaults(
             _node_resources.requested(num_cpus, num_gpus, resources, object_store_memory),
             "127.0.0.1", head=True)
         pool = max(1, int(total["CPU"]))
-        cluster = LocalCluster(total, pool)
+        cluster = LocalCluster(total, pool, _dashboard(include_dashboard, dashboard_host,
+                                                       dashboard_port))
         cluster.start()
         rt = _runtime.Runtime(cluster.node_address, "driver", os.urandom(4), cluster.node_id,
                               {"log_to_driver": bool(log_to_driver), "namespace": namespace or ""})
@@ -84,7 +98,18 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
         rt.job = [rt.job_id, rt.namespace]
         _cluster = cluster
         _runtime.set_current(rt)
-        return _context_of(rt)
+        _job_options(runtime_env, local_mode, None)
+        if cluster.dashboard_url:   # (as Ray says it)
+            print(f"Started a local zray instance. View the dashboard at {cluster.dashboard_url}",
+                  file=sys.stderr)
+        return _context_of(rt, cluster.dashboard_url)
+
+
+def _dashboard(include: Any, host: str, port: Any) -> tuple | None:
+    """Where the head serves its dashboard: (host, port or None), or None for none."""
+    if include not in (None, True, False):
+        raise TypeError(f"include_dashboard must be True, False or None, got {include!r}")
+    return None if include is False else (host, port)
 
 
 def _connect(node: _session.NodeInfo, namespace: str | None, log_to_driver: bool) -> InitContext:
@@ -99,16 +124,44 @@ def _connect(node: _session.NodeInfo, namespace: str | None, log_to_driver: bool
     rt.namespace = namespace or _anonymous_namespace()
     rt.job = [rt.job_id, rt.namespace]
     _runtime.set_current(rt)
-    return _context_of(rt)
+    try:
+        url = rt.head_call("dashboard_url", [], timeout=5.0) or None
+    except Exception:   # a head without the call (or slow): no dashboard to name
+        url = None
+    return _context_of(rt, url)
+
+
+def _job_kwargs(kwargs: dict) -> tuple[Any, _runtime_env.EnvSpec | None]:
+    """init()'s local_mode and runtime_env (checked before anything starts), taken out."""
+    return (kwargs.pop("local_mode", False),
+            _runtime_env.validate(kwargs.pop("runtime_env", None), "zray.init()"))
+
+
+def _job_options(runtime_env: _runtime_env.EnvSpec | None, local_mode: Any,
+                 ctx: InitContext | None) -> Any:
+    """The job's runtime_env (every task and actor of the job runs with it) and local
+    mode (they all run in this process: _local_mode.py), on the new runtime; ctx."""
+    rt = _context.runtime()
+    try:
+        if runtime_env is not None:
+            rt.job = _runtime_env.job_for(rt, runtime_env)
+        if local_mode:
+            from . import _local_mode
+            _local_mode.enable(rt)
+    except BaseException:
+        shutdown()
+        raise
+    return ctx
 
 
 def _anonymous_namespace() -> str:
     return "anonymous-" + os.urandom(4).hex()
 
 
-def _context_of(rt: _runtime.Runtime) -> InitContext:
+def _context_of(rt: _runtime.Runtime, dashboard_url: str | None = None) -> InitContext:
     return InitContext(address=rt.address, node_id=rt.node_id.hex(),
-                       session_dir=rt.node_info.get("session_dir"))
+                       session_dir=rt.node_info.get("session_dir"),
+                       webui_url=dashboard_url.removeprefix("http://") if dashboard_url else None)
 
 
 def shutdown() -> None:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import _callbacks, _context, _serialization
+from . import _protocol as P
 from .exceptions import RaySystemError
 
 
@@ -23,14 +24,32 @@ class ObjectRef:
     >>> ref = zray.put(41)
     >>> zray.get(ref) + 1
     42
+
+    Passing a ref to a task, an actor or into put() (or pickling it) is how it reaches
+    another process: the object then lives while that process holds it. Out of band
+    (a file, a socket), `ObjectRef(ref.binary())` or `ObjectRef.from_hex(ref.binary().hex())`
+    rebuilds it in any process of the cluster, with these limits:
+    - nothing holds the object while it travels: its owner (the process that made the
+      put or submitted the task) must still hold it when the rebuilt ref is made; once
+      made, the rebuilt ref holds it as a passed ref does;
+    - if the owner freed it, get() raises ObjectLostError; if the owner's process is
+      gone, OwnerDiedError (Ray's get hangs in both cases, and in every process but
+      the owner's);
+    - ref.hex() is the object's id alone (what zray memory and the state API show):
+      `ObjectRef.from_hex(ref.hex())` (or the id's 20 bytes) works only in a process
+      that already knows the object (its owner, or one holding a ref to it); else
+      ValueError. (Ray's from_hex raises NotImplementedError.)
     """
     __slots__ = ("_id", "_owner", "_rt", "__weakref__")
 
-    def __init__(self, object_id: bytes, owner: bytes, objects: Any) -> None:
+    def __init__(self, object_id: bytes, owner: bytes | None = None, objects: Any = None) -> None:
         # The caller has counted this ref in its process's object table already;
-        # `objects` is that process's runtime.owner.
+        # `objects` is that process's runtime.owner. Without them (out of band: see the
+        # class docstring), this counts it.
+        if objects is None or owner is None:
+            object_id, owner, objects = _out_of_band(object_id)
         self._id = object_id
-        self._owner = owner
+        self._owner: bytes = owner
         self._rt = objects
 
     def __del__(self) -> None:
@@ -40,10 +59,23 @@ class ObjectRef:
             pass
 
     def binary(self) -> bytes:
-        return self._id
+        """The object's id and its owner's: ObjectRef(binary) rebuilds this ref."""
+        return self._id + self._owner
 
     def hex(self) -> str:
+        """The object's id, in hex."""
         return self._id.hex()
+
+    @classmethod
+    def from_hex(cls, hex_id: str) -> ObjectRef:
+        """ObjectRef(bytes.fromhex(hex_id)): see the class docstring for its limits."""
+        if not isinstance(hex_id, str):
+            raise TypeError(f"ObjectRef.from_hex() expects a str, got {type(hex_id).__name__}")
+        try:
+            binary = bytes.fromhex(hex_id)
+        except ValueError:
+            raise ValueError(f"ObjectRef.from_hex(): {hex_id[:80]!r} is not a hex string") from None
+        return cls(binary)
 
     def task_id(self) -> str:
         return self._id[:16].hex()
@@ -108,6 +140,31 @@ class ObjectRef:
         except Exception as exc:
             return exc
         return None
+
+
+_ID_SIZE = 20                       # task id (16) + return index (4): P.object_id
+_OWNER_SIZE = 1 + P.NODE_TAG + 8    # P.client_ident: kind, node tag, process prefix
+
+
+def _out_of_band(binary: Any) -> tuple[bytes, bytes, Any]:
+    """(object id, owner, the runtime's owner part) of a ref rebuilt from binary(),
+    counted in this process's table (a borrow, told to the owner, as when a ref is
+    unpickled)."""
+    if not isinstance(binary, (bytes, bytearray)):
+        raise TypeError(f"ObjectRef() expects the bytes of ref.binary(), got {type(binary).__name__}")
+    binary = bytes(binary)
+    if len(binary) not in (_ID_SIZE, _ID_SIZE + _OWNER_SIZE):
+        raise ValueError(f"ObjectRef() expects the {_ID_SIZE + _OWNER_SIZE} bytes of ref.binary() "
+                         f"(or an object id's {_ID_SIZE}), got {len(binary)}")
+    rt = _context.runtime_or_init()
+    owner = rt.owner
+    oid = binary[:_ID_SIZE]
+    who = binary[_ID_SIZE:] or owner.owner_of(oid)
+    if who is None:
+        raise ValueError(f"ObjectRef(): this process does not know the object {oid.hex()}, and "
+                         "an id alone does not say who owns it: rebuild it from ref.binary() "
+                         "(the id and its owner), or pass the ref itself.")
+    return oid, who, owner.count_out_of_band(oid, who)
 
 
 def _rebuild_ref(object_id: bytes, owner: bytes) -> ObjectRef:

@@ -8,10 +8,14 @@ the object is freed; the node broker removes whatever is left of its session at
 exit (also when the driver was killed).
 
 Capacity: every process tells its node which segments it made and freed (STORE
-messages); when the node's store holds more than object_store_memory, the node
-moves the oldest segments to its spill directory on disk. A reader that does not
-find a segment in /dev/shm maps the spilled file instead (the page cache makes
-that a restore without a copy into shared memory).
+messages); when the node's store holds more than object_store_memory, or /dev/shm
+runs short, the node moves the least recently used segments to its spill directory
+on disk (brokers/_store.py, on a thread of its own). A writer that finds /dev/shm
+too full for its value first asks its node for room (ROOM: the node spills older
+objects, then answers); if there is still none, it writes the segment straight into
+the spill directory (Ray's fallback allocation): a put fails only when that disk is
+full too. A reader that does not find a segment in /dev/shm maps the spilled file
+instead (the page cache makes that a restore without a copy into shared memory).
 
 Segment layout: MAGIC, number of buffers, length of the pickle, each buffer's
 length (all u64), the pickle, then each buffer at a 64-byte aligned offset.
@@ -21,12 +25,13 @@ from __future__ import annotations
 import errno
 import mmap
 import os
-import shutil
 import struct
 import threading
-from collections import OrderedDict, deque
+from collections import deque
+from collections.abc import Callable
 from typing import Any
 
+from ._config import CONFIG
 from .exceptions import ObjectLostError, ObjectStoreFullError
 
 SHM_DIR = "/dev/shm"
@@ -51,6 +56,9 @@ class Store:
         self.freed: deque = deque()
         self.touched: deque = deque()
         self.on_change: Any = None
+        # make_room(size): ask the node to spill older objects until /dev/shm has room
+        # for `size` bytes; returns once it did what it could (set by the runtime).
+        self.make_room: Callable[[int], Any] | None = None
 
     def configure(self, session_dir: str, capacity: int = 0) -> None:
         self.prefix = f"zray-{session_tag(session_dir)}-"
@@ -64,7 +72,9 @@ class Store:
 
     # -- writing -------------------------------------------------------------------
     def put(self, key: str, meta: bytes, buffers: list) -> list:
-        """Write a value into a new segment; its descriptor."""
+        """Write a value into a new segment; its descriptor. The segment goes into
+        /dev/shm if it has room (made by the node if need be), else into the spill
+        directory on disk; ObjectStoreFullError only if that disk is full too."""
         views = [memoryview(b).cast("B") for b in buffers]
         header = 8 * (3 + len(views))
         offsets, pos = [], _align(header + len(meta))
@@ -72,40 +82,47 @@ class Store:
             offsets.append(pos)
             pos = _align(pos + v.nbytes)
         size = max(pos, 1)
-        if self.capacity and size > self.capacity:
-            raise ObjectStoreFullError(
-                f"an object of {size:,} bytes cannot fit in the object store "
-                f"(object_store_memory={self.capacity:,} bytes); raise object_store_memory "
-                "in init() or split the value")
+        parts: list[tuple[int, Any]] = [(0, struct.pack(
+            f"<{3 + len(views)}Q", _MAGIC, len(views), len(meta), *(v.nbytes for v in views)) + meta)]
+        parts += zip(offsets, views, strict=True)
         name = self.prefix + key
-        path = os.path.join(SHM_DIR, name)
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
-        try:
-            # pwrite, not an mmap: the kernel copies each buffer once into the tmpfs
-            # pages (no page faults, no zeroing first: ~2x faster for 100 MB), and a
-            # full /dev/shm is an ENOSPC here rather than a SIGBUS on a mapped write.
-            head = struct.pack(f"<{3 + len(views)}Q", _MAGIC, len(views), len(meta),
-                               *(v.nbytes for v in views))
-            _pwrite_all(fd, head + meta, 0)
-            for off, v in zip(offsets, views, strict=True):
-                _pwrite_all(fd, v, off)
-            os.ftruncate(fd, size)
-        except OSError as exc:
-            os.close(fd)
-            _unlink(path)
-            if exc.errno == errno.ENOSPC:
-                raise ObjectStoreFullError(
-                    f"/dev/shm has no room for an object of {size:,} bytes; free refs, or "
-                    "give the machine a larger /dev/shm") from None
-            raise
-        except BaseException:
-            os.close(fd)
-            _unlink(path)
-            raise
-        os.close(fd)
-        self.added.append((name, size))
+        if self._room_in_shm(size) and _write(os.path.join(SHM_DIR, name), parts, size):
+            self.added.append((name, size))
+        else:
+            self._write_to_disk(name, parts, size)
+            self.added.append((name, size, True))   # the node counts it as spilled
         self._changed()
         return [STORED, name, size]
+
+    def _room_in_shm(self, size: int) -> bool:
+        """Whether /dev/shm has room for `size` bytes, leaving shm_reserve_bytes free;
+        if not, the node is asked to spill older objects first (make_room)."""
+        if self.capacity and size > self.capacity:
+            return False          # larger than the whole store: to disk at once
+        free, total = shm_space()
+        reserve = CONFIG.shm_reserve_bytes
+        if size + reserve > total:
+            return False
+        if size + reserve <= free:
+            return True
+        ask = self.make_room
+        if ask is not None:
+            ask(size)             # returns once the node spilled what it could
+        return size <= shm_space()[0]
+
+    def _write_to_disk(self, name: str, parts: list, size: int) -> None:
+        if not self.spill_dir:
+            raise ObjectStoreFullError(f"/dev/shm has no room for an object of {size:,} bytes")
+        try:
+            os.makedirs(self.spill_dir, mode=0o700, exist_ok=True)
+            if _write(os.path.join(self.spill_dir, name), parts, size):
+                return
+        except OSError as exc:
+            raise ObjectStoreFullError(f"could not write an object of {size:,} bytes to the spill "
+                                       f"directory {self.spill_dir}: {exc}") from None
+        raise ObjectStoreFullError(
+            f"neither /dev/shm nor the disk of the spill directory {self.spill_dir} has room "
+            f"for an object of {size:,} bytes; free refs, or make room on that disk")
 
     # -- reading -------------------------------------------------------------------
     def read(self, desc: list) -> tuple[memoryview, list]:
@@ -169,6 +186,38 @@ class Store:
             self._maps.pop(name, None)
 
 
+def _write(path: str, parts: list, size: int) -> bool:
+    """Write a new segment file of `size` bytes from (offset, bytes) parts; False (and
+    no file left) if its filesystem is full."""
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+    try:
+        # pwrite, not an mmap: the kernel copies each buffer once into the tmpfs
+        # pages (no page faults, no zeroing first: ~2x faster for 100 MB), and a
+        # full /dev/shm is an ENOSPC here rather than a SIGBUS on a mapped write.
+        for off, data in parts:
+            _pwrite_all(fd, data, off)
+        os.ftruncate(fd, size)
+    except OSError as exc:
+        os.close(fd)
+        _unlink(path)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return False
+        raise
+    except BaseException:
+        os.close(fd)
+        _unlink(path)
+        raise
+    os.close(fd)
+    return True
+
+
+def shm_space() -> tuple[int, int]:
+    """(free, total) bytes of /dev/shm as the kernel counts them now (every process's
+    segments, this session's or not)."""
+    st = os.statvfs(SHM_DIR)
+    return st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
+
+
 def _pwrite_all(fd: int, data: Any, offset: int) -> None:
     view = memoryview(data).cast("B")
     while view.nbytes:
@@ -209,70 +258,6 @@ def sweep(session: str) -> int:
             _unlink(os.path.join(SHM_DIR, name))
             n += 1
     return n
-
-
-class NodeStore:
-    """The node broker's account of its store: which segments live in /dev/shm,
-    least recently used first (made, or mapped by a new reader), and their bytes;
-    spills the least recently used to disk past the capacity. (Spilling never breaks
-    a reader: a mapping outlives the file's move.)"""
-
-    def __init__(self, session_dir: str, capacity: int, log: Any) -> None:
-        self.capacity = capacity
-        self.spill_dir = os.path.join(session_dir, "spill")
-        self.in_shm: OrderedDict[str, int] = OrderedDict()
-        self.spilled: dict[str, int] = {}
-        self.used = 0
-        self.log = log
-
-    def added(self, name: str, size: int) -> None:
-        if name in self.in_shm or name in self.spilled:
-            return
-        self.in_shm[name] = size
-        self.used += size
-
-    def touched(self, name: str) -> None:
-        """A process mapped the segment: it is the most recently used now."""
-        if name in self.in_shm:
-            self.in_shm.move_to_end(name)
-
-    def freed(self, name: str) -> None:
-        size = self.in_shm.pop(name, None)
-        if size is not None:
-            self.used -= size
-        self.spilled.pop(name, None)
-
-    def enforce(self) -> None:
-        """Spill the oldest segments until the store fits its capacity again."""
-        while self.used > self.capacity and self.in_shm:
-            name, size = next(iter(self.in_shm.items()))
-            if not self._spill(name):
-                break
-            del self.in_shm[name]
-            self.used -= size
-            self.spilled[name] = size
-
-    def _spill(self, name: str) -> bool:
-        src = os.path.join(SHM_DIR, name)
-        dst = os.path.join(self.spill_dir, name)
-        try:
-            os.makedirs(self.spill_dir, mode=0o700, exist_ok=True)
-            with open(src, "rb") as fin, open(dst + ".tmp", "wb") as fout:
-                shutil.copyfileobj(fin, fout, 1 << 22)
-            os.rename(dst + ".tmp", dst)     # readers find it there before it leaves shm
-            os.unlink(src)
-            return True
-        except FileNotFoundError:            # freed meanwhile: nothing to keep
-            _unlink(dst + ".tmp")
-            return True
-        except OSError as exc:
-            _unlink(dst + ".tmp")
-            self.log.warning("could not spill an object to disk", name=name, error=str(exc))
-            return False
-
-    def stats(self) -> dict:
-        return {"capacity": self.capacity, "used": self.used, "in_shm": len(self.in_shm),
-                "spilled": len(self.spilled), "spilled_bytes": sum(self.spilled.values())}
 
 
 STORE = Store()

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import _runtime_env
+
 _COMMON = {"num_cpus", "num_gpus", "resources", "memory", "name", "namespace", "runtime_env",
            "scheduling_strategy", "accelerator_type", "label_selector", "_metadata"}
 TASK_OPTIONS = _COMMON | {"num_returns", "max_retries", "retry_exceptions", "max_calls"}
@@ -50,6 +52,8 @@ def check(options: dict, allowed: set, what: str) -> dict:
     lt = options.get("lifetime")
     if lt not in (None, "detached", "non_detached"):
         raise ValueError(f"lifetime must be 'detached' or 'non_detached', got {lt!r} for {what}.")
+    if options.get("runtime_env") is not None:
+        _runtime_env.validate(options["runtime_env"], what)
     name = options.get("name")
     if name is not None and not isinstance(name, str):
         raise TypeError(f"name must be a string, got {type(name).__name__} for {what}.")

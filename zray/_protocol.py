@@ -59,6 +59,7 @@ LEASED = 24        # lease_key, worker_id, address                node -> client
 UNLEASE = 25       # worker_id, kill                              client -> node
 LEASE_LOST = 26    # worker_id                                    node -> client
 STORE = 27         # made [[name, size]], freed [name], used [name] client -> node
+                   # (made [name, size, 1]: written straight to the spill directory)
 STATS = 28         # req_id, rows (None in the request)           node <-> client
                    # rows: the objects a process owns or borrows (zray memory)
                    # state: 1 alive, 0 __init__ failed, 2 exit_actor() called
@@ -107,6 +108,26 @@ _ARITY = {
     RESERVE: 2, RESERVED: 2, UNRESERVE: 1, NODE_BYE: 1,
     JOB_END: 1,
 }
+# what the cluster is doing (the dashboard, zray.timeline): types 60-69
+TASK_EVENTS = 60   # rows, info{}                                 worker -> node -> head
+                   # worker -> node: pack_rows([[task_id, name, actor_id, state, start, end,
+                   # error], ...]) and {pid, actor_id, pending, rows, counts}; node -> head:
+                   # [[info, packed rows], ...] (as the workers sent them: nobody on the way
+                   # unpacks a row) and the node's {store, queued, pending}. ~1/s each
+_ARITY[TASK_EVENTS] = 2
+# reliability: types 50-59
+FUNC_FREE = 50     # [func_id, ...]                               client -> node
+                   # the client no longer needs these functions (registered with FUNC):
+                   # the node drops a blob once no client that registered it needs it
+_ARITY[FUNC_FREE] = 1
+# the object store under pressure: types 80-89
+ROOM = 80          # req_id, size                                 client -> node
+ROOM_MADE = 81     # req_id                                       node -> client
+                   # a writer finds /dev/shm too full for `size` bytes: the node spills
+                   # older objects (on its spill thread), then answers; the writer then
+                   # writes into /dev/shm if it has room, else into the spill directory
+_ARITY[ROOM] = 2
+_ARITY[ROOM_MADE] = 1
 NAMES = {number: name for name, number in globals().items()
          if isinstance(number, int) and number in _ARITY and name.isupper()}
 
@@ -143,6 +164,22 @@ def node_tag(ident: bytes) -> bytes:
     return ident[1:1 + NODE_TAG]
 
 
+def pack_rows(rows: list) -> bytes:
+    """Task event rows as one msgpack blob (TASK_EVENTS carries them packed)."""
+    return _packb(rows)
+
+
+def unpack_rows(blob: Any) -> list:
+    """The rows of a pack_rows() blob; ProtocolError if it is not one."""
+    try:
+        rows = msgpack.unpackb(blob, raw=False, strict_map_key=False, use_list=True)
+    except Exception as exc:   # msgpack raises several unrelated types on garbage
+        raise ProtocolError(f"undecodable task event rows: {exc}") from None
+    if type(rows) is not list:
+        raise ProtocolError("task event rows are not a list")
+    return rows
+
+
 def object_id(task_id: bytes, index: int) -> bytes:
     """The id of return value `index` (0-based) of task `task_id`."""
     return task_id + _pack_i(index)
@@ -152,7 +189,8 @@ def object_id(task_id: bytes, index: int) -> bytes:
 
 # -- task spec: a flat list, indexed by these constants (cheap to build and pack) --
 # T_ASSIGNED is filled by the node broker at dispatch: {"GPU": [ids], ...}.
-# T_JOB is [job_id, namespace] of the driver the task descends from.
+# T_JOB is [job_id, namespace] of the driver the task descends from, or [job_id,
+# namespace, env]: env the task's runtime_env (a map only workers read: _runtime_env.py).
 T_ID, T_OWNER, T_FUNC, T_ARGS, T_SLOTS, T_NRET, T_RES, T_RETRIES, T_RETRY_EXC, T_NAME, \
     T_ACTOR, T_METHOD, T_ASSIGNED, T_JOB = range(14)
 TASK_FIELDS = 14
@@ -228,7 +266,8 @@ def check_task(spec: Any) -> list:
 
 
 def _job_ok(job: Any) -> bool:
-    return type(job) is list and len(job) == 2 and type(job[0]) is bytes and type(job[1]) is str
+    return (type(job) is list and (len(job) == 2 or (len(job) == 3 and type(job[2]) is dict))
+            and type(job[0]) is bytes and type(job[1]) is str)
 
 
 def _maybe(kind: type) -> Callable[[Any], bool]:
@@ -265,7 +304,7 @@ _TASK_CHECKS = (
     (T_ACTOR, "actor_id", _maybe(bytes), "None or bytes"),
     (T_METHOD, "method", _maybe(str), "None or a str"),
     (T_ASSIGNED, "assigned", _maybe(dict), "None (the node fills it)"),
-    (T_JOB, "job", lambda v: v is None or _job_ok(v), "None or [job_id bytes, namespace str]"),
+    (T_JOB, "job", lambda v: v is None or _job_ok(v), "None or [job_id bytes, namespace str(, env map)]"),
 )
 
 
@@ -309,7 +348,7 @@ _ACTOR_CHECKS = (
     (A_ASYNC, "is_async", lambda v: type(v) is bool, "a bool"),
     (A_CLASS_NAME, "class_name", lambda v: type(v) is str, "a str"),
     (A_GET_IF_EXISTS, "get_if_exists", lambda v: type(v) is bool, "a bool"),
-    (A_JOB, "job", lambda v: v is None or _job_ok(v), "None or [job_id bytes, namespace str]"),
+    (A_JOB, "job", lambda v: v is None or _job_ok(v), "None or [job_id bytes, namespace str(, env map)]"),
 )
 
 # -- constructors: the only places a spec or a result row is put together ------

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import functools
 import inspect
+import weakref
 from collections.abc import Callable
 from typing import Any
 
-from . import _options, _strategies
+from . import _options, _runtime_env, _strategies
 from . import _protocol as P
 from . import _serialization as S
 from ._context import runtime_or_init
@@ -33,6 +34,7 @@ class RemoteFunction:
         self._func_id: bytes | None = None
         self._blob: bytes | None = None
         self._prepared: tuple | None = None   # of self._options, made on first use
+        self._user_of: Any = None   # a weakref to the submitter that counts this one's use
         functools.update_wrapper(self, function)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -61,7 +63,8 @@ class RemoteFunction:
         res = _strategies.apply(_options.resources_of(options, 1),
                                 options.get("scheduling_strategy"), f"remote function {self._name}")
         return (res, options.get("num_returns", 1),
-                options.get("max_retries", 3), retry_exc, options.get("name") or self._name)
+                options.get("max_retries", 3), retry_exc, options.get("name") or self._name,
+                _runtime_env.validate(options.get("runtime_env"), f"remote function {self._name}"))
 
     def bind(self, *args: Any, **kwargs: Any) -> Any:
         """A lazy call for a DAG (zray.dag): a FunctionNode that calls .remote() with
@@ -85,6 +88,7 @@ class RemoteFunction:
             except Exception as exc:
                 raise TypeError(S.describe_pickling_error(
                     f"the remote function {self._name}", self._function, exc)) from exc
+            S.check_function_size(self._function, len(blob), f"remote function {self._name}")
             self._func_id, self._blob = func_id, blob
         return func_id, blob
 
@@ -96,14 +100,19 @@ class RemoteFunction:
             except TypeError as exc:
                 raise TypeError(f"wrong arguments for remote function {self._name}: {exc}") from None
         func_id, blob = self._ensure_pickled()
-        rt.submitter.ensure_function(func_id, blob)
-        res, nret, retries, retry_exc, name = prepared
+        submitter = rt.submitter
+        if self._user_of is None or self._user_of() is not submitter:   # once per runtime
+            self._user_of = weakref.ref(submitter)
+            submitter.use_function(func_id, self)   # its blob goes when this one does
+        submitter.ensure_function(func_id, blob)
+        res, nret, retries, retry_exc, name, renv = prepared
         task_id = rt.ids.task_id()
         oids = [P.object_id(task_id, i) for i in range(nret)]
         refs = rt.owner.new_refs(oids)
         args_blob, deps, held = rt.submitter.serialize_args(args, kwargs, f"remote function {self._name}")
         spec = P.task_spec(task_id, rt.ident, func_id, args_blob, nret, res, retries, retry_exc,
-                           name, rt.job)
+                           name, rt.job if renv is None else _runtime_env.job_for(rt, renv))
+        rt.owner.keep(task_id, self)   # lives until its tasks are done (they need its blob)
         rt.submitter.submit(spec, deps, held, oids)
         if nret == 1:
             return refs[0]

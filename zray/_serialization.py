@@ -125,6 +125,70 @@ def dumps_function(fn: Any) -> tuple[bytes, bytes]:
     return hashlib.blake2b(blob, digest_size=16).digest(), blob
 
 
+def check_function_size(fn: Any, size: int, what: str) -> None:
+    """Warn when a function or class pickles to more than function_size_warn_bytes,
+    naming the biggest global it captures; ValueError past function_size_error_bytes
+    (Ray's 10 MB and 100 MB: a closure over a 200 MB array shipped without a word)."""
+    if size <= CONFIG.function_size_warn_bytes:
+        return
+    culprit = max(((_size(v), k) for k, v in _captured(fn).items()), default=(0, ""))
+    msg = (f"The {what} pickles to {size / 1e6:.1f} MB"
+           + (f"; its biggest captured global is {culprit[1]!r} ({culprit[0] / 1e6:.1f} MB)"
+              if culprit[1] else "")
+           + ". Check that its definition does not capture a large array or object by "
+           "accident: put large values in the object store with zray.put() and pass the ref.")
+    if size >= CONFIG.function_size_error_bytes:
+        raise ValueError(f"{msg} (Refused: the limit is {CONFIG.function_size_error_bytes} "
+                         "bytes, ZRAY_FUNCTION_SIZE_ERROR_BYTES.)")
+    from ._log import get_logger
+    get_logger("remote").warning(msg)
+
+
+def _captured(fn: Any) -> dict[str, Any]:
+    """The globals and closure variables a function, or a class's methods, refer to
+    (and a class's own attributes)."""
+    out: dict[str, Any] = {}
+    funcs = [fn]
+    if isinstance(fn, type):
+        attrs = {k: v for k, v in vars(fn).items() if not k.startswith("__")}
+        funcs = [getattr(v, "__func__", v) for v in attrs.values()]
+        out.update((k, v) for k, v in attrs.items() if not callable(v) and not hasattr(v, "__func__"))
+    for f in funcs:
+        code = getattr(f, "__code__", None)
+        if code is None:
+            continue
+        names = _names(code)
+        out.update((k, v) for k, v in getattr(f, "__globals__", {}).items()
+                   if k in names and not isinstance(v, types.ModuleType))
+        for k, cell in zip(code.co_freevars, getattr(f, "__closure__", None) or (), strict=False):
+            try:
+                out[k] = cell.cell_contents
+            except ValueError:   # an empty cell
+                pass
+    return out
+
+
+def _names(code: types.CodeType) -> set[str]:
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _names(const)
+    return names
+
+
+def _size(value: Any) -> int:
+    """About how many bytes `value` adds to a pickle."""
+    n = getattr(value, "nbytes", None)
+    if type(n) is int:
+        return n
+    if isinstance(value, (bytes, bytearray, str)):
+        return len(value)
+    try:
+        return len(_dumps(value))
+    except Exception:
+        return 0
+
+
 def describe_pickling_error(what: str, value: Any, exc: BaseException) -> str:
     """A message naming what failed to pickle and why, for TypeError/PicklingError."""
     return (f"Could not serialize {what} of type {type(value).__name__}: {exc}. "

@@ -11,14 +11,18 @@ connecting to another user's socket would let that user answer with a pickle.
 """
 from __future__ import annotations
 
+import errno
 import glob
 import json
 import os
 import select
+import socket
 import stat
 import tempfile
 import time
 from dataclasses import dataclass
+
+from ._log import get_logger
 
 NODE_INFO = "node.json"
 PREFIX = "zray-"
@@ -63,9 +67,11 @@ def read_ready(fd: int, timeout: float, what: str) -> str:
     """The line a broker started with --ready-fd writes once it serves."""
     data = b""
     deadline = time.monotonic() + timeout
+    waiting = select.poll()   # (not select(): past 1,023 open files its fd is out of range)
+    waiting.register(fd, select.POLLIN)
     while not data.endswith(b"\n"):
         left = deadline - time.monotonic()
-        if left <= 0 or not select.select([fd], [], [], left)[0]:
+        if left <= 0 or not waiting.poll(left * 1000):
             raise TimeoutError(f"{what} did not start within {timeout} s")
         chunk = os.read(fd, 4096)
         if not chunk:
@@ -95,7 +101,25 @@ def _owned_socket(path: str) -> str | None:
     except OSError as exc:
         return f"no node socket ({exc.strerror})"
     if not stat.S_ISSOCK(st.st_mode) or st.st_uid != os.getuid():
-        return "its node.sock is not a socket of yours"
+        return "its node.sock is not a socket of yours (or is a symlink)"
+    return None
+
+
+def _answers(path: str) -> str | None:
+    """None if a broker listens at the unix socket `path` (of this user, in a private
+    directory: checked before); else why not. A session whose broker died (SIGKILL, a
+    reboot's leftovers) keeps its socket file, and connecting to it hung init() for
+    its whole start timeout."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(path)
+    except OSError as exc:
+        if exc.errno in (errno.ECONNREFUSED, errno.ENOENT):
+            return "no broker answers at its socket (it stopped without cleaning up)"
+        return f"its socket cannot be reached ({exc.strerror or exc})"
+    finally:
+        probe.close()
     return None
 
 
@@ -117,16 +141,25 @@ def read_node_info(session_dir: str) -> NodeInfo:
 
 
 def sessions() -> tuple[list[NodeInfo], list[str]]:
-    """This user's live-looking sessions on this machine, newest first, and a line for
-    each candidate skipped (another user's, wrong mode, no socket)."""
+    """This user's live sessions on this machine, newest first, and a line for each
+    candidate skipped (another user's, wrong mode, a symlink, no socket, no broker)."""
     found, skipped = [], []
     pattern = os.path.join(tempfile.gettempdir(), PREFIX + "*")
     for path in sorted(glob.glob(pattern), key=_mtime, reverse=True):
         try:
-            found.append(read_node_info(path))
+            found.append(_live_node_info(path))
         except ConnectionError as exc:
             skipped.append(str(exc))
     return found, skipped
+
+
+def _live_node_info(session_dir: str) -> NodeInfo:
+    """read_node_info, and a broker answers at its socket (ConnectionError if not)."""
+    info = read_node_info(session_dir)
+    why = _answers(os.path.join(session_dir, "node.sock"))
+    if why is not None:
+        raise ConnectionError(f"{session_dir} is not a zray session you can join: {why}")
+    return info
 
 
 def _mtime(path: str) -> float:
@@ -141,21 +174,31 @@ def find(address: str) -> NodeInfo:
     directory, an ipc:// node address, or "HOST:PORT" / "tcp://HOST:PORT" (this
     machine's node of the cluster whose head listens there)."""
     if address.startswith("ipc://"):
-        return read_node_info(os.path.dirname(address[len("ipc://"):]))
+        return _live_node_info(os.path.dirname(address[len("ipc://"):]))
     if os.path.isdir(address):
-        return read_node_info(address)
+        return _live_node_info(address)
     found, skipped = sessions()
     if address == "auto":
         if found:
+            _say_skipped(address, found[0], skipped)
             return found[0]
         raise ConnectionError(_none_here("address='auto':", skipped))
     head = address if address.startswith("tcp://") else f"tcp://{address}"
     for info in found:
         if info.head == head:
+            _say_skipped(address, info, skipped)
             return info
     raise ConnectionError(_none_here(
         f"address={address!r}: no node of that cluster runs on this machine (start one with "
         f"`zray start --address {address.removeprefix('tcp://')} --token ...`);", skipped))
+
+
+def _say_skipped(address: str, chosen: NodeInfo, skipped: list[str]) -> None:
+    """A session found: the candidates passed over on the way, and why, in the log."""
+    if skipped:
+        get_logger("session").warning(
+            f"address={address!r}: joining {chosen.session_dir}; skipped {len(skipped)} other "
+            "candidate(s): " + "; ".join(skipped[:5]) + ("; ..." if len(skipped) > 5 else ""))
 
 
 def _none_here(what: str, skipped: list[str]) -> str:

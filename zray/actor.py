@@ -9,10 +9,10 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from . import _options, _strategies
+from . import _options, _runtime_env, _strategies
 from . import _protocol as P
 from . import _serialization as S
-from ._context import ActorExit, current_context, runtime_or_init
+from ._context import ActorExit, current_context, runtime_or_init, worker_host
 from ._object_ref import ObjectRef
 
 __all__ = ["ActorClass", "ActorHandle", "ActorMethod", "exit_actor", "method"]
@@ -109,11 +109,14 @@ class ActorClass:
                 raise TypeError(f"wrong arguments for {self._name}.__init__: {exc}") from None
         if self._class_id is None:
             try:
-                self._class_id, self._blob = S.dumps_function(self._cls)
+                class_id, blob = S.dumps_function(self._cls)
             except Exception as exc:
                 raise TypeError(S.describe_pickling_error(
                     f"the actor class {self._name}", self._cls, exc)) from exc
+            S.check_function_size(self._cls, len(blob), f"actor class {self._name}")
+            self._class_id, self._blob = class_id, blob
         rt.submitter.ensure_function(self._class_id, self._blob)
+        job = _job_of(rt, options, self._name)   # (its directories packed, or the error)
         task_id = rt.ids.task_id()
         actor_id = P.object_id(task_id, 0xFFFFFFFF)
         name = options.get("name")
@@ -140,7 +143,7 @@ class ActorClass:
         spec = P.actor_spec(actor_id, rt.ident, self._class_id, args_blob, res,
                             options.get("max_restarts", 0), options.get("max_task_retries", 0),
                             concurrency, name, namespace, detached, self._is_async, self._name,
-                            bool(options.get("get_if_exists")), rt.job)
+                            bool(options.get("get_if_exists")), job)
         rt.submitter.create_actor(spec, deps, held)
         return handle
 
@@ -162,13 +165,15 @@ class _BoundClass:
 class ActorHandle:
     """A handle to an actor: `handle.method.remote(*args)` queues a call."""
 
-    def __init__(self, actor_id: bytes, token: ObjectRef, meta: dict) -> None:
+    def __init__(self, actor_id: bytes, token: ObjectRef | None, meta: dict) -> None:
         self._actor_id = actor_id
         self._token = token
         self._meta = meta
 
     def __getattr__(self, name: str) -> ActorMethod:
         if name.startswith("_"):
+            if name in ("__ray_ready__", "__ray_terminate__"):   # every actor has them
+                return ActorMethod(self, name, {})
             raise AttributeError(name)
         opts = self._meta["methods"].get(name)
         if opts is None:
@@ -179,7 +184,8 @@ class ActorHandle:
         return ActorMethod(self, name, opts)
 
     def __reduce__(self):
-        return (ActorHandle, (self._actor_id, self._token, self._meta))
+        token = self._token if self._token is not None else _own_token(self._actor_id)
+        return (ActorHandle, (self._actor_id, token, self._meta))
 
     def __repr__(self) -> str:
         return f"Actor({self._meta['class_name']}, {self._actor_id.hex()})"
@@ -231,10 +237,27 @@ class ActorMethod:
         retries = opts.get("max_task_retries", h._meta.get("max_task_retries", 0))
         spec = P.task_spec(task_id, rt.ident, b"", args_blob, nret, {}, retries, retry_exc,
                            opts.get("name") or self._qualname, rt.job, h._actor_id, self._name)
+        rt.owner.keep(task_id, h._token)   # the actor lives until this call is done
         rt.submitter.submit(spec, deps, held, oids)
         if nret == 1:
             return refs[0]
         return None if nret == 0 else refs
+
+
+def _job_of(rt: Any, options: dict, name: str) -> list:
+    """The job field of an actor's creation: with its runtime_env, if it has one."""
+    renv = _runtime_env.validate(options.get("runtime_env"), f"actor {name}")
+    return rt.job if renv is None else _runtime_env.job_for(rt, renv)
+
+
+def _own_token(actor_id: bytes) -> ObjectRef | None:
+    """The lifetime token of the actor this process hosts, as a ref of this process:
+    its handle from get_runtime_context().current_actor has none (held by the actor
+    itself it must not keep it alive), but passed on it keeps it alive as any handle."""
+    spec = getattr(worker_host(), "spec", None)
+    if spec is None or spec[P.A_ID] != actor_id:
+        return None
+    return runtime_or_init().owner.adopt_ref(actor_id, spec[P.A_OWNER])
 
 
 def exit_actor() -> None:

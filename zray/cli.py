@@ -1,6 +1,7 @@
 """The `zray` command, as Ray's: `zray start --head` / `zray start --address HOST:PORT`
 run the brokers of a cluster as daemons, `zray stop` stops this user's, `zray status`
-and `zray memory` show a running cluster, `zray microbenchmark` measures."""
+and `zray memory` show a running cluster, `zray timeline` and `zray logs` what it ran,
+`zray microbenchmark` measures."""
 from __future__ import annotations
 
 import argparse
@@ -17,6 +18,10 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command in ("status", "memory"):
         return _inspect(args.command, args.address)
+    if args.command in ("timeline", "logs"):
+        from . import _views_cli
+        return (_views_cli.timeline_command if args.command == "timeline"
+                else _views_cli.logs_command)(args)
     if args.command == "stop":
         from ._daemons import stop
         lines = stop()
@@ -51,12 +56,29 @@ def _parser() -> argparse.ArgumentParser:
                          "visible to every user of this machine)")
     st.add_argument("--insecure", action="store_true",
                     help="tcp without CurveZMQ: anyone who reaches the ports runs code as you")
+    st.add_argument("--include-dashboard", type=_bool, default=True, metavar="{true,false}",
+                    help="serve the dashboard from the head (default: true)")
+    st.add_argument("--dashboard-host", default="127.0.0.1",
+                    help="the dashboard's address (default 127.0.0.1: this machine only; it has "
+                         "no authentication)")
+    st.add_argument("--dashboard-port", type=int, default=None,
+                    help="the dashboard's port (default 8265, else the next free one)")
     sub.add_parser("stop", help="stop the zray daemons this user started on this machine")
     for name, what in (("status", "nodes and resources"), ("memory", "objects and who holds them")):
         p = sub.add_parser(name, help=f"{what} of a running cluster")
         p.add_argument("--address", default="auto",
                        help="'auto' (your newest cluster here), HOST:PORT, or a session directory")
+    from ._views_cli import add_parsers
+    add_parsers(sub)
     return ap
+
+
+def _bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def _start(args: argparse.Namespace) -> int:
@@ -67,7 +89,9 @@ def _start(args: argparse.Namespace) -> int:
         if args.head:
             port = _daemons.DEFAULT_PORT if args.port is None else args.port
             ip = args.node_ip_address or _daemons.default_ip()
-            info = _daemons.start_head(port, resources, ip, args.insecure, args.node_port)
+            dashboard = (args.dashboard_host, args.dashboard_port) if args.include_dashboard else None
+            info = _daemons.start_head(port, resources, ip, args.insecure, args.node_port,
+                                       dashboard)
         else:
             token = args.token or os.environ.get("ZRAY_TOKEN")
             info = _daemons.start_node(args.address, token, resources, args.node_ip_address,
@@ -87,7 +111,9 @@ def _say_head(info: dict, insecure: bool) -> None:
     join = f"zray start --address {info['address']}"
     join += " --insecure" if insecure else f" --token {info['token']}"
     print(f"The zray cluster's head is running at {info['address']}.\n"
-          f"Its logs: {info['session']}/logs\n\n"
+          f"Its logs: {info['session']}/logs\n"
+          + (f"Its dashboard: {info['dashboard_url']}\n" if info.get("dashboard_url") else "")
+          + "\n"
           "To join another machine to it, run there:\n"
           f"{join}\n\n"
           "To connect a program on a machine of the cluster:\n"

@@ -171,8 +171,9 @@ class ObjectReconstructionFailedError(ObjectLostError):
 
 
 class ObjectStoreFullError(ZrayError):
-    """The object store is full and nothing could be spilled. Free refs or raise
-    `object_store_memory`."""
+    """Neither /dev/shm nor the disk of the node's spill directory has room for a value
+    (a value that does not fit /dev/shm is spilled or written to disk first). Free refs
+    or make room on that disk."""
 
 
 class OutOfMemoryError(ZrayError):

@@ -14,6 +14,7 @@ import inspect
 import os
 import queue
 import sys
+import time
 import traceback
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -22,11 +23,13 @@ from typing import Any
 import zmq
 
 from .. import _protocol as P
+from .. import _runtime_env
 from .. import _serialization as S
 from .._config import CONFIG
 from .._context import ActorExit, TaskContext, set_context
 from ..exceptions import ActorDiedError, TaskCancelledError
 from .endpoint import Endpoint, is_direct
+from .events import EVENTS
 from .execute import STOP, Executor, adopt_job, flush_output
 from .runtime import Runtime
 from .submit import fill_slots
@@ -34,8 +37,42 @@ from .submit import fill_slots
 READY, INIT_FAILED, EXITED = 1, 0, 2   # ACTOR_READY states
 
 
+def method_of(instance: Any, name: str) -> Any:
+    """The bound method `name` of the actor, or one of the methods every actor has (as
+    in Ray): __ray_ready__() returns True once it exists, __ray_terminate__() ends it
+    after the calls queued before (as exit_actor() does)."""
+    try:
+        return getattr(instance, name)
+    except AttributeError:
+        if name == "__ray_ready__":
+            return _ready
+        if name == "__ray_terminate__":
+            return _terminate
+        raise
+
+
+def _ready() -> bool:
+    return True
+
+
+def _terminate() -> None:
+    raise ActorExit()
+
+
+def log_prefix(instance: Any, class_name: str) -> str:
+    """What prefixes the actor's output lines: repr(instance) if its class defines
+    __repr__ (as Ray), else the class name."""
+    if type(instance).__repr__ is object.__repr__:
+        return class_name
+    try:
+        return repr(instance)
+    except Exception:   # a __repr__ that fails must not fail the actor
+        return class_name
+
+
 class ActorHost:
     spec: list   # the actor's creation spec: set by _create(), before any call runs
+    prefix: str  # what its output lines are prefixed with: set by _create()
 
     def __init__(self, rt: Runtime, address: str, gpus: list) -> None:
         self.rt = rt
@@ -107,11 +144,14 @@ class ActorHost:
         self.spec = spec
         name = spec[P.A_CLASS_NAME]
         os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, self.gpus))
-        adopt_job(self.rt, spec[P.A_JOB])
+        env = adopt_job(self.rt, spec[P.A_JOB])
         ctx = TaskContext(spec[P.A_ID][:16], f"{name}.__init__", spec[P.A_ID], spec[P.A_RES],
                           self.gpus, name)
         set_context(ctx)
+        started = time.time()
         try:
+            if env is not None:   # for the actor's life
+                _runtime_env.apply(self.rt, env)
             cls = self.ex.function(spec[P.A_CLASS])
             args, kwargs = fill_slots(spec[P.A_ARGS], spec[P.A_SLOTS])
             self.instance = cls(*args, **kwargs)
@@ -121,11 +161,13 @@ class ActorHost:
                                  f"creation task {name}.__init__() (pid={os.getpid()}):\n{tb}",
                                  spec[P.A_ID].hex())
             print(tb, file=sys.stderr, end="")
+            EVENTS.record(spec[P.A_ID][:16], f"{name}.__init__", spec[P.A_ID], started, tb)
             self.rt.send(P.ACTOR_READY, spec[P.A_ID], INIT_FAILED, S.dumps_system_error(err))
             set_context(None)
             return False
+        EVENTS.record(spec[P.A_ID][:16], f"{name}.__init__", spec[P.A_ID], started)
         ctx.task_id = None
-        ctx.prefix_name = name
+        ctx.prefix_name = self.prefix = log_prefix(self.instance, name)
         concurrency = spec[P.A_MAX_CONCURRENCY]
         if spec[P.A_ASYNC]:
             self.loop = asyncio.new_event_loop()
@@ -138,10 +180,10 @@ class ActorHost:
 
     def _call(self, spec: list) -> bool:
         """Run one call; True if the actor is to exit (exit_actor())."""
-        set_context(TaskContext(spec[P.T_ID], spec[P.T_NAME], self.spec[P.A_ID], {}, self.gpus,
-                                self.spec[P.A_CLASS_NAME]))
+        set_context(TaskContext(spec[P.T_ID], spec[P.T_NAME], self.spec[P.A_ID], self.spec[P.A_RES],
+                                self.gpus, self.prefix, spec))
         try:
-            self.ex.run(spec, lambda: getattr(self.instance, spec[P.T_METHOD]))
+            self.ex.run(spec, lambda: method_of(self.instance, spec[P.T_METHOD]))
             return False
         except ActorExit:
             self._exit(spec)
@@ -158,6 +200,7 @@ class ActorHost:
         self.rt.send(P.ACTOR_READY, aid, EXITED, S.dumps_system_error(err))
 
     def _emit(self, spec: list, result: list) -> None:
+        EVENTS.ended(spec, result)
         flush_output()  # the call's last output line goes out before its result
         if not is_direct(spec):
             self.rt.send(P.RESULTS, [result])
@@ -173,12 +216,18 @@ class ActorHost:
                 return
 
     def _run_pool(self, pool: ThreadPoolExecutor) -> None:
+        exited: list = []   # a call ran exit_actor(): the actor ends after the calls running
         while True:
             item = self.inbox.get()
             if item is STOP:
                 break
-            pool.submit(self._call, item)
-        pool.shutdown(wait=True)
+            pool.submit(self._pooled_call, item, exited)
+        pool.shutdown(wait=True, cancel_futures=bool(exited))
+
+    def _pooled_call(self, spec: list, exited: list) -> None:
+        if not exited and self._call(spec):   # (it was ignored: the actor lived on)
+            exited.append(True)
+            self._deliver(STOP)
 
     # -- a sync actor serves its callers' socket itself ----------------------------
     def _serve_sync(self) -> None:
@@ -282,10 +331,11 @@ class ActorHost:
         name = spec[P.T_NAME]
         try:
             async with self.semaphore:
-                set_context(TaskContext(spec[P.T_ID], name, self.spec[P.A_ID], {}, self.gpus,
-                                        self.spec[P.A_CLASS_NAME]))
+                EVENTS.started(spec)
+                set_context(TaskContext(spec[P.T_ID], name, self.spec[P.A_ID], self.spec[P.A_RES],
+                                        self.gpus, self.prefix, spec))
                 args, kwargs = fill_slots(spec[P.T_ARGS], spec[P.T_SLOTS])
-                result = getattr(self.instance, spec[P.T_METHOD])(*args, **kwargs)
+                result = method_of(self.instance, spec[P.T_METHOD])(*args, **kwargs)
                 if inspect.isawaitable(result):
                     result = await result
             self._emit(spec, self.ex.pack(spec, result))

@@ -11,7 +11,9 @@ from typing import Any
 import zmq
 
 from .. import _protocol as P
+from .._config import CONFIG
 from .._log import get_logger
+from ..brokers._failures import rejected_result
 
 _log = get_logger("endpoint")
 
@@ -51,10 +53,25 @@ class Endpoint:
             funcs = fields[1]
             if type(funcs) is not dict:
                 raise P.ProtocolError("TASKS wants a map of functions")
-        specs = [P.check_task(s) for s in fields[0]]
+        specs = []
+        for spec in fields[0]:
+            try:
+                specs.append(P.check_task(spec))
+            except P.ProtocolError as exc:   # this one fails, not the batch (nor silently)
+                self._reject(sender, spec, str(exc))
         for spec in specs:
             spec[P.T_ASSIGNED] = sender
         self.on_calls(specs, funcs)
+
+    def _reject(self, sender: bytes, spec: Any, why: str) -> None:
+        _log.warning("dropped a malformed task spec", error=why, spec=repr(spec)[:300])
+        result = rejected_result(spec, why)
+        if result is not None:
+            try:
+                self.sock.send(sender, _SNDMORE)
+                self.sock.send(P.encode(P.RESULTS, [result]))
+            except zmq.ZMQError:
+                pass   # the caller is gone
 
     def reply(self, to: bytes, result: list) -> None:
         """Queue a result for the caller `to` (sent by flush)."""
@@ -78,6 +95,12 @@ class Endpoint:
                 pass  # the caller is gone (ROUTER_MANDATORY); nobody waits for these results
 
     def close(self) -> None:
+        # The results flushed last (an actor's before it exits: exit_actor(), its
+        # release) are still in zmq's queue: with no linger they were dropped, and
+        # their callers saw the actor die instead (every reply of a 200-call batch
+        # before an exit_actor()). A bounded linger delivers them; the context's
+        # term() waits for it. (A caller that is gone costs nothing: ROUTER drops.)
+        self.sock.setsockopt(zmq.LINGER, int(CONFIG.stop_grace_s * 1000))
         self.sock.close()
 
 

@@ -12,7 +12,8 @@ from typing import Any
 from .. import _protocol as P
 from .. import _serialization as S
 from .._context import ActorExit
-from ..exceptions import ObjectStoreFullError, TaskCancelledError
+from ..exceptions import ObjectStoreFullError, RaySystemError, TaskCancelledError
+from .events import EVENTS
 from .runtime import Runtime
 from .submit import fill_slots
 
@@ -50,6 +51,7 @@ class Executor:
             self.cancelled.discard(task_id)
             self.fail(spec, TaskCancelledError(task_id.hex()))
             return
+        EVENTS.started(spec)
         while True:
             try:
                 try:
@@ -65,10 +67,24 @@ class Executor:
                 self.fail(spec, exc)
                 return
             except Exception as exc:
-                if should_retry(spec[P.T_RETRY_EXC], exc) and P.spend_retry(spec):
+                try:
+                    retry = should_retry(spec[P.T_RETRY_EXC], exc)
+                except Exception as bad:   # (it killed the worker, which crash-looped)
+                    self.fail(spec, RaySystemError(
+                        f"Task {spec[P.T_NAME]} raised {exc!r}, and its retry_exceptions field "
+                        f"could not be read ({bad!r}): a bug in zray, or a client of another "
+                        "version."))
+                    return
+                if retry and P.spend_retry(spec):
                     continue
                 self.emit(spec, P.error_result(spec, S.dumps_error(exc, spec[P.T_NAME], os.getpid())))
                 return
+        if self.cancelled and task_id in self.cancelled:
+            # Cancelled while it ran, and it returned (a sync actor's call is not
+            # interrupted: it may watch is_canceled()): its caller gets the cancel, as in Ray.
+            self.cancelled.discard(task_id)
+            self.fail(spec, TaskCancelledError(task_id.hex()))
+            return
         self.emit(spec, self.pack(spec, result))
 
     @staticmethod
@@ -138,8 +154,13 @@ def flush_output() -> None:
         pass
 
 
-def adopt_job(rt: Runtime, job: list | None) -> None:
-    """Run as part of the job (and namespace) of the driver that caused this work."""
-    if job and job is not rt.job:
+def adopt_job(rt: Runtime, job: list | None) -> dict | None:
+    """Run as part of the job (and namespace) of the driver that caused this work (and
+    with its runtime_env, which the work's own children inherit). Returns that env's
+    descriptor, None if it has none (_runtime_env.py)."""
+    if not job:
+        return None
+    if job is not rt.job:
         rt.job_id, rt.namespace = job[0], job[1]
         rt.job = job
+    return job[2] if len(job) > 2 else None

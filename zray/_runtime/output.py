@@ -1,5 +1,5 @@
 """A worker's sys.stdout and sys.stderr: lines go to the drivers, prefixed with the
-task or actor and the pid, as Ray prints them."""
+task or actor and the pid, as Ray prints them, and to the worker's log files."""
 from __future__ import annotations
 
 import os
@@ -8,11 +8,13 @@ from typing import Any
 
 from .. import _protocol as P
 from .._context import current_context
+from .._logs import LogFiles
 
 
 class Output:
-    def __init__(self, rt: Any, is_err: bool) -> None:
+    def __init__(self, rt: Any, is_err: bool, files: LogFiles | None = None) -> None:
         self._rt, self._is_err = rt, is_err
+        self._files = files
         self._buf = ""
         self._lock = threading.Lock()
 
@@ -36,6 +38,9 @@ class Output:
         ctx = current_context()
         who = ctx.prefix_name if ctx is not None else "worker"
         self._rt.send(P.LOG, f"({who} pid={os.getpid()})", text, self._is_err)
+        if self._files is not None:
+            self._files.write(self._is_err, text, ctx.task_id if ctx is not None else None,
+                              ctx.name if ctx is not None else "")
 
     def isatty(self) -> bool:
         return False

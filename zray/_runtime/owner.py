@@ -40,6 +40,7 @@ class Owner:
         self.broken: BaseException | None = None
         self._inflight: dict[bytes, list] = {}       # task_id -> holds its args keep
         self._arg_segments: dict[bytes, list] = {}   # task_id -> its args' segment
+        self._kept: dict[bytes, Any] = {}            # task_id -> what lives until its result
         # Set by a task worker while it runs a task: get()/wait() call it with True
         # before blocking and False after, so that the node can lend the task's CPU
         # and take back the tasks queued behind it.
@@ -56,6 +57,23 @@ class Owner:
         if self.table.adopt(oid, owner):
             self.t.send(P.BORROW, owner, [oid], 1)
         return ObjectRef(oid, owner, self)
+
+    def owner_of(self, oid: bytes) -> bytes | None:
+        """Who owns `oid`, if this process knows the object (owns or borrows it)."""
+        entry = self.table.entries.get(oid)
+        return entry.owner if entry is not None else None
+
+    def count_out_of_band(self, oid: bytes, owner: bytes) -> Owner:
+        """Count a ref rebuilt from its binary() (ObjectRef(binary)) as an unpickled one;
+        an object this process owned and has freed resolves to ObjectLostError."""
+        freed = owner == self.ident and oid not in self.table.entries
+        if self.table.adopt(oid, owner):
+            self.t.send(P.BORROW, owner, [oid], 1)
+        if freed:
+            self.resolve(oid, ERROR, S.dumps_system_error(ObjectLostError(
+                oid.hex(), f"Object {oid.hex()} was freed by its owner (this process) before "
+                "ObjectRef() rebuilt a ref to it")), None)
+        return self
 
     def on_ref_deleted(self, oid: bytes) -> None:
         # Freeing can wait a moment (a loop dropping a ref per call must not wake the
@@ -102,7 +120,15 @@ class Owner:
         if type(args) is list:
             self._arg_segments[task_id] = args
 
+    def keep(self, task_id: bytes, obj: Any) -> None:
+        """Keep `obj` alive until the task's result is in (before the task is submitted):
+        an actor call keeps its actor's lifetime token, so that an actor whose handles
+        are all gone ends after the calls made to it, as in Ray, not before them."""
+        self._kept[task_id] = obj
+
     def untrack(self, task_id: bytes, via_node: bool = False) -> None:
+        if self._kept:
+            self._kept.pop(task_id, None)
         held = self._inflight.pop(task_id, None)
         if held:
             self.release_pairs(held, via_node)

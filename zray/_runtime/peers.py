@@ -9,6 +9,7 @@ feeds back what comes in (2 hops a task or call instead of 4 through the node).
 """
 from __future__ import annotations
 
+import errno
 import threading
 import time
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from collections.abc import Callable
 import zmq
 
 from .. import _protocol as P
+from .._limits import fd_limit, max_sockets
 from .._log import get_logger
 from . import lanes as L
 from .transport import Claim, Transport
@@ -34,8 +36,10 @@ class Peers:
         self.blobs = blobs            # func_id -> pickled function, of this process's functions
         self.on_result = on_result    # a result (or a local failure) for the owner
         self.socks: dict[tuple, zmq.Socket] = {}
+        self.unopened: set[tuple] = set()   # peers whose socket could not be opened
         self.adopted: dict[zmq.Socket, tuple] = {}   # socket -> (spec, worker_id)
         self.on_abandon: Callable[[list], None] = lambda spec: None
+        self._warned_unopened = False
 
     # -- commands (I/O thread) ---------------------------------------------------------
     def route_task(self, claim: Claim) -> list | None:
@@ -99,6 +103,13 @@ class Peers:
     # -- node messages -------------------------------------------------------------
     def on_actor_address(self, fields: list) -> None:
         aid, state, address, error = fields
+        sock = self.socks.get(("actor", aid)) if state != L.ALIVE else None
+        if sock is not None:
+            # Results the actor sent before it ended may wait on its socket, unread:
+            # this loop drains the node's socket first, and the news of the end (whose
+            # handling closes that socket) failed calls that had returned (1 in 30
+            # calls made just before an exit_actor(), under load). They count first.
+            P.drain(sock, lambda m, f: self._on_message(("actor", aid), m, f), _log)
         self.do(self.decide(self.lanes.actor_address, aid, state, address, error))
 
     def on_leased(self, fields: list) -> None:
@@ -112,16 +123,19 @@ class Peers:
     def do(self, acts: list) -> None:
         for act in acts:
             kind = act[0]
-            if kind == L.SEND:
-                self.socks[act[1]].send(P.encode(act[2], *act[3]))
-            elif kind == L.TASK:
-                self._send_task(act[1], act[2], act[3])
+            if kind == L.SEND or kind == L.TASK:
+                if act[1] in self.unopened:
+                    continue   # what it carried, the lanes sent another way (unreachable)
+                if kind == L.SEND:
+                    self.socks[act[1]].send(P.encode(act[2], *act[3]))
+                else:
+                    self._send_task(act[1], act[2], act[3])
             elif kind == L.NODE:
                 self.t.node.send(P.encode(act[1], *act[2]))
             elif kind == L.FAIL:
                 self.on_result(P.error_result(act[1], act[2]))
-            elif kind == L.OPEN:
-                self._open(act[1], act[2])
+            elif kind == L.OPEN and not self._open(act[1], act[2]):
+                self.do(self.decide(self.lanes.unreachable, act[1], time.monotonic()))
             elif kind == L.CLOSE:
                 self._close(act[1])
             elif kind == L.ABANDON:
@@ -134,15 +148,35 @@ class Peers:
         else:
             self.socks[peer].send(P.encode(P.SUBMIT, [spec]))
 
-    def _open(self, peer: tuple, address: str) -> None:
-        sock = self.t.socket(zmq.DEALER)
-        sock.setsockopt(zmq.ROUTING_ID, self.t.ident)
-        sock.connect(address)
+    def _open(self, peer: tuple, address: str) -> bool:
+        """Connect a socket to `peer`; False if this process cannot open one more (its
+        fd limit, read now: past it a connection that finds no fd is retried by zmq
+        forever, and what was sent on it lost without a word)."""
+        self.unopened.discard(peer)
+        sock = None
+        try:
+            if len(self.socks) + len(self.adopted) >= max_sockets():
+                raise zmq.ZMQError(errno.EMFILE, "the fd limit leaves no room for a socket")
+            sock = self.t.socket(zmq.DEALER)
+            sock.setsockopt(zmq.ROUTING_ID, self.t.ident)
+            sock.connect(address)
+        except zmq.ZMQError as exc:
+            if sock is not None:
+                sock.close()
+            self.unopened.add(peer)
+            if not self._warned_unopened:
+                self._warned_unopened = True
+                _log.warning(f"cannot open a socket to another actor or worker ({exc}; "
+                             f"{len(self.socks)} open, fd limit {fd_limit()}): calls to those "
+                             "go through the node broker, slower. Raise the limit (ulimit -n).")
+            return False
         self.socks[peer] = sock
         self.t.register(sock, lambda: P.drain(sock, lambda m, f: self._on_message(peer, m, f),
                                               _log, routed=False))
+        return True
 
     def _close(self, peer: tuple) -> None:
+        self.unopened.discard(peer)
         sock = self.socks.pop(peer, None)
         if sock is not None:
             self.t.unregister(sock)

@@ -23,6 +23,7 @@ from .endpoint import Endpoint
 from .lanes import Lanes
 from .owner import Owner
 from .peers import Peers
+from .room import RoomAsks
 from .submit import Submitter
 from .sync import SyncLane
 from .transport import Claim, Op, Transport
@@ -65,6 +66,7 @@ class Runtime:
         self.lanes = Lanes(CONFIG.lease_linger_s)
         self.peers = Peers(self.t, self.lanes, self.submitter.blobs, self._on_direct_result)
         self.sync = SyncLane(self.t, self.peers, self.owner)
+        self.room = RoomAsks(self.t)   # a full /dev/shm: the node spills first
         self.direct_address = direct_address   # a task worker's callers' socket
         self.endpoint: Endpoint | None = None
         self._head_calls: dict[int, list] = {}
@@ -86,7 +88,7 @@ class Runtime:
         t.route_task = self.peers.route_task if CONFIG.lease_linger_s > 0 else self._through_node
         t.before_flush = self._before_flush
         t.after_flush = self._after_flush
-        t.next_timeout = self.peers.tick
+        t.next_timeout = self._next_timeout
         t.ops = {Op.CALL: self.peers.call, Op.CANCEL: self.peers.cancel, Op.KILL: self.peers.kill,
                  Op.RELEASE: self.peers.release, Op.REPLY: self._reply, Op.OPEN: self._open,
                  Op.BARRIER: lambda event: event.set(), Op.LANES: self.peers.do,
@@ -99,6 +101,7 @@ class Runtime:
             P.LEASED: self.peers.on_leased, P.LEASE_LOST: self.peers.on_lease_lost,
             P.ACTOR_ADDR: self.peers.on_actor_address, P.WELCOME: self._on_welcome,
             P.SHUTDOWN: self._on_node_shutdown, P.TASKS: self._on_tasks,
+            P.ROOM_MADE: self.room.on_made,
             P.CANCEL: lambda f: self.on_cancel and self.on_cancel(f[0]),
             P.CREATE_ACTOR: lambda f: self.on_create_actor and self.on_create_actor(f[0]),
         }
@@ -118,6 +121,7 @@ class Runtime:
             # Its job ends: its non-detached actors and queued tasks, on every node.
             self._job_ended = True
             self.t.send(P.JOB_END, self.job_id)
+            self.submitter.forget_all()   # and the node may drop its functions' blobs
         self.t.stop(timeout)
         if threading.get_ident() == self.t.main_tid:   # the sync lane's sockets are its own
             self.sync.close()
@@ -157,6 +161,11 @@ class Runtime:
             gone = [freed.popleft() for _ in range(len(freed))]
             used = [touched.popleft() for _ in range(len(touched))]
             self.t.node.send(P.encode(P.STORE, news, gone, used))
+
+    def _next_timeout(self) -> float | None:
+        """Seconds until the lanes or the submitter have something due (None: nothing)."""
+        wait, free = self.peers.tick(), self.submitter.tick(time.monotonic())
+        return wait if free is None else free if wait is None else min(wait, free)
 
     def _through_node(self, claim: Claim) -> list | None:
         """route_task with leases off (lease_linger_s 0): every task goes through the node."""
@@ -209,6 +218,7 @@ class Runtime:
         STORE.configure(self.node_info.get("session_dir", ""),
                         int(self.node_info.get("store_capacity", 0)))
         STORE.on_change = self.t.wake
+        STORE.make_room = self.room.ask
         if self.kind == "driver":
             self._watch_node(self.node_info.get("pid"))
         self._welcome.set()

@@ -10,6 +10,7 @@ arguments resolve before an earlier one's.
 from __future__ import annotations
 
 import threading
+import weakref
 from collections import deque
 from typing import Any
 
@@ -67,11 +68,62 @@ class Submitter:
         self.blobs: dict[bytes, bytes] = {}   # the functions this process registered
         self._lock = threading.Lock()
         self._actor_queues: dict[bytes, deque] = {}
+        # Remote functions: how many RemoteFunction objects use each here, those gone
+        # (appended by their finalizers: no lock in a finalizer), and those no object
+        # uses any more -> when the node is told (FUNC_FREE). One defined again meanwhile
+        # (a loop that makes the same remote function each turn) is not sent again.
+        self._users: dict[bytes, int] = {}
+        self.gone: deque = deque()
+        self._dying: dict[bytes, float] = {}
 
     def ensure_function(self, func_id: bytes, blob: bytes) -> None:
         if func_id not in self.blobs:
-            self.blobs[func_id] = blob
+            with self._lock:   # (one forgotten may be on its way out: tick)
+                if func_id in self.blobs:
+                    return
+                self.blobs[func_id] = blob
             self.t.send(P.FUNC, func_id, blob)
+
+    def use_function(self, func_id: bytes, fn: Any) -> None:
+        """`fn` (a RemoteFunction) submits tasks of `func_id` here: once the last such
+        object is garbage (its tasks are done: each keeps it alive), the node is told."""
+        with self._lock:
+            self._users[func_id] = self._users.get(func_id, 0) + 1
+            self._dying.pop(func_id, None)
+        weakref.finalize(fn, _function_gone, self.gone, self.t, func_id).atexit = False
+
+    def tick(self, now: float) -> float | None:
+        """(I/O thread) Tell the node of the functions unused for function_free_delay_s;
+        the seconds until the next one is due."""
+        if not self.gone and not self._dying:
+            return None
+        with self._lock:
+            while self.gone:
+                fid = self.gone.popleft()
+                n = self._users.get(fid, 0) - 1
+                if n > 0:
+                    self._users[fid] = n
+                elif fid in self._users:
+                    del self._users[fid]
+                    self._dying[fid] = now + CONFIG.function_free_delay_s
+            freed = [fid for fid, due in self._dying.items() if due <= now]
+            for fid in freed:
+                del self._dying[fid]
+                self.blobs.pop(fid, None)
+            nxt = min(self._dying.values(), default=None)
+        if freed:
+            self.t.node.send(P.encode(P.FUNC_FREE, freed))
+        return None if nxt is None else max(0.0, nxt - now)
+
+    def forget_all(self) -> None:
+        """This process leaves: the node may drop every remote function it registered
+        (not actor classes: a detached actor may need its class to restart)."""
+        with self._lock:
+            gone = [fid for fid in (*self._users, *self._dying) if fid in self.blobs]
+            self._users.clear()
+            self._dying.clear()
+        if gone:
+            self.t.send(P.FUNC_FREE, gone)
 
     def serialize_args(self, args: tuple | list, kwargs: dict, what: str) -> tuple[Any, list, list]:
         """(blob, deps, held): args pickled with top-level refs replaced by slots."""
@@ -177,3 +229,9 @@ class Submitter:
         else:
             self.t.post_task(spec)
 
+
+
+def _function_gone(gone: deque, t: Transport, func_id: bytes) -> None:
+    """A RemoteFunction's finalizer: no lock (it may run inside any code, in any thread)."""
+    gone.append(func_id)
+    t.nudge()

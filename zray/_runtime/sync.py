@@ -65,7 +65,13 @@ class SyncLane:
         # object per call stays flat.
         self.owner.drain_released()
         spec, peer, address, wid, with_function = taken
-        sock = self._socket(peer, address)
+        try:
+            sock = self._socket(peer, address)
+        except zmq.ZMQError:   # out of fds: the I/O thread sends it (it has its socket)
+            with self.peers.lock:
+                acts = self.lanes.untake(spec, wid, with_function)
+            self.t.post(Op.LANES, acts)
+            return False
         if with_function:
             fid = spec[P.T_FUNC]
             sock.send(P.encode(P.TASKS, [spec], {fid: self.peers.blobs[fid]}))
@@ -118,7 +124,11 @@ class SyncLane:
         sock.setsockopt(zmq.ROUTING_ID, self.t.ident + b"/s%d" % self._n)
         for opt in (zmq.LINGER, zmq.SNDHWM, zmq.RCVHWM):
             sock.setsockopt(opt, 0)
-        sock.connect(address)
+        try:
+            sock.connect(address)
+        except zmq.ZMQError:
+            sock.close()
+            raise
         self.poller.register(sock, zmq.POLLIN)
         self.socks[peer] = (address, sock)
         return sock

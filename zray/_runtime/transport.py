@@ -21,6 +21,7 @@ import zmq
 
 from .. import _protocol as P
 from .._config import CONFIG
+from .._limits import new_context
 from .._log import get_logger
 
 _log = get_logger("transport")
@@ -253,7 +254,7 @@ class Transport:
 
     def _main(self) -> None:
         self._tid = threading.get_ident()
-        self.ctx = zmq.Context(io_threads=1)
+        self.ctx = new_context()   # MAX_SOCKETS from the fd limit: zmq's 1,023 lost calls
         node = self.node = self.socket(zmq.DEALER)
         node.setsockopt(zmq.ROUTING_ID, self.ident)
         node.setsockopt(zmq.LINGER, int(CONFIG.stop_grace_s * 1000))

@@ -16,14 +16,21 @@ import sys
 import threading
 from typing import Any
 
+from .. import _context, _runtime_env
 from .. import _protocol as P
+from .. import _serialization as S
 from .._context import TaskContext, set_context
-from ..exceptions import TaskCancelledError
+from .._log import get_logger
+from .._logs import LogFiles
+from ..exceptions import RaySystemError, TaskCancelledError
 from .actor_host import ActorHost
 from .endpoint import is_direct
+from .events import EVENTS
 from .execute import STOP, Executor, adopt_job, flush_output
 from .output import Output
 from .runtime import Runtime, set_current
+
+_log = get_logger("worker")
 
 
 class TaskWorker:
@@ -85,7 +92,10 @@ class TaskWorker:
             item = self.inbox.get()
             if item is STOP:
                 return
-            self._run_task(item)
+            try:
+                self._run_task(item)
+            except Exception as exc:   # a bad spec must not kill the worker (the node
+                self._reject(item, exc)  # would fork another for it, and so on)
 
     def _on_cancel_signal(self, signum: int, frame: Any) -> None:
         task = self.ex.current_task
@@ -97,17 +107,32 @@ class TaskWorker:
         assigned = spec[P.T_ASSIGNED] if type(spec[P.T_ASSIGNED]) is dict else {}
         gpus = assigned.get("GPU") or []
         os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpus))
-        adopt_job(self.rt, spec[P.T_JOB])
-        set_context(TaskContext(spec[P.T_ID], name, None, spec[P.T_RES], gpus, name))
+        env = adopt_job(self.rt, spec[P.T_JOB])
+        set_context(TaskContext(spec[P.T_ID], name, None, spec[P.T_RES], gpus, name, spec))
         self.rt.owner.block_hook = self.on_block
         try:
-            self.ex.run(spec, lambda: self.ex.function(spec[P.T_FUNC]))
+            if env is None:
+                self.ex.run(spec, lambda: self.ex.function(spec[P.T_FUNC]))
+            else:   # set around this task only (a worker serves every env)
+                _runtime_env.run_in(env, self.rt, self.ex, spec,
+                                    lambda: self.ex.function(spec[P.T_FUNC]))
         finally:
             self.rt.owner.block_hook = None
             flush_output()  # while the context still names the task: "(f pid=..) tail"
             set_context(None)
 
+    def _reject(self, spec: list, exc: Exception) -> None:
+        """A task that could not even be started: its owner gets an error naming why."""
+        _log.error("could not run a task", task=repr(spec)[:200], error=repr(exc))
+        err = RaySystemError(f"The worker could not run task {spec[P.T_NAME]!r}: {exc!r} "
+                             "(a malformed task: a bug in zray, or a client of another version).")
+        try:
+            self._emit(spec, P.error_result(spec, S.dumps_system_error(err)))
+        except Exception:
+            pass   # not even an owner to tell: logged above
+
     def _emit(self, spec: list, result: list) -> None:
+        EVENTS.ended(spec, result)
         flush_output()  # the task's last output line goes out before its result
         if is_direct(spec):   # it came straight from its owner (a lease)
             self.rt.reply(spec[P.T_ASSIGNED], result)
@@ -132,11 +157,22 @@ def main(address: str, node_id: bytes, worker_id: bytes, actor_id: bytes | None,
         rt.on_create_actor = worker.on_create_actor
     rt.on_cancel = worker.on_cancel
     rt.on_shutdown = worker.on_shutdown
+    _context._host[0] = worker   # (get_runtime_context(): is_canceled, current_actor)
     rt.start(timeout=30)
-    sys.stdout = Output(rt, False)
-    sys.stderr = Output(rt, True)
+    EVENTS.start(rt.send, actor_id, lambda: _pending(worker))
+    logs = LogFiles(rt.node_info.get("session_dir", ""), actor_id)
+    sys.stdout = Output(rt, False, logs)
+    sys.stderr = Output(rt, True, logs)
     try:
         worker.run()
     finally:
         flush_output()
+        EVENTS.flush()
         rt.stop()
+
+
+def _pending(worker: Any) -> int:
+    """The calls (or tasks) this worker holds and has not finished, roughly: what waits
+    in its queues, and an async actor's calls in flight."""
+    return (worker.inbox.qsize() + len(getattr(worker, "calls", ()))
+            + len(getattr(worker, "async_tasks", ())))

@@ -19,3 +19,4 @@ ACTOR_STATE = "actor"      # (ACTOR_STATE, actor_id, state name, info)
 CRASHED, CANCELLED, ACTOR_DIED = "crashed", "cancelled", "actor_died"
 UNSCHEDULABLE = "unschedulable"   # its strategy names a node that cannot run it
 NODE_DIED = "node_died"           # the node it ran on died (no retries left)
+WORKER_START = "worker_start"     # no worker can start on the node (they die at start)

@@ -16,6 +16,7 @@ class Clients:
         self.wid_of: dict[bytes, bytes] = {}                   # socket identity -> worker_id
         self.direct_of: dict[bytes, str] = {}                  # worker_id -> its own socket
         self.funcs: dict[bytes, bytes] = {}                    # func or class id -> blob
+        self.registered: dict[bytes, set] = {}                 # func id -> who sent FUNC
         self._known: dict[bytes, set] = defaultdict(set)       # worker_id -> func ids it has
 
     def driver(self, ident: bytes, pid: int, info: dict) -> None:
@@ -42,6 +43,22 @@ class Clients:
         if not isinstance(func_id, bytes) or not isinstance(blob, bytes):
             raise ProtocolError("FUNC wants (bytes, bytes)")
         self.funcs[func_id] = blob
+        self.registered.setdefault(func_id, set()).add(ident)
+
+    def on_func_free(self, ident: bytes, f: list) -> None:
+        """FUNC_FREE: the client no longer needs these functions; a blob goes once no
+        client that registered it needs it (a function's blob, 200 MB with a large
+        closure, stayed here for the node's life). Workers keep what they loaded."""
+        if type(f[0]) is not list:
+            raise ProtocolError("FUNC_FREE wants a list of function ids")
+        for func_id in f[0]:
+            who = self.registered.get(func_id) if type(func_id) is bytes else None
+            if who is None:
+                continue
+            who.discard(ident)
+            if not who:
+                del self.registered[func_id]
+                self.funcs.pop(func_id, None)
 
     def add_funcs(self, funcs: dict) -> None:
         """Functions and classes sent along with work placed here by the head."""

@@ -185,6 +185,11 @@ class ControlStore:
                 del self.named[key]
 
     # -- control calls: one method per op ------------------------------------------
+    def add_calls(self, calls: dict) -> None:
+        """More control calls, op -> method(args), served by a part of the head that is
+        not the control store (its task history)."""
+        self._calls.update(calls)
+
     def call(self, op: str, args: list):
         """The result of the control call `op`; ValueError (sent back as the
         error) if it is unknown or fails."""

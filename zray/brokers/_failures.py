@@ -15,7 +15,7 @@ from ..exceptions import (
     WorkerCrashedError,
     ZrayError,
 )
-from ._actions import ACTOR_DIED, CANCELLED, NODE_DIED, UNSCHEDULABLE
+from ._actions import ACTOR_DIED, CANCELLED, NODE_DIED, UNSCHEDULABLE, WORKER_START
 
 
 def failed_result(spec: list, kind: str, why: str, actor_blob: bytes | None) -> list:
@@ -32,6 +32,8 @@ def failed_result(spec: list, kind: str, why: str, actor_blob: bytes | None) -> 
                              f"the call {name} cannot run.", spec[P.T_ACTOR].hex())
     elif kind == NODE_DIED:
         err = NodeDiedError(f"The task {name} was lost: {why}")
+    elif kind == WORKER_START:
+        err = WorkerCrashedError(f"The task {name} cannot run: {why}.")
     elif kind == UNSCHEDULABLE:
         err = TaskUnschedulableError(f"The task {name} is not schedulable: {why}")
     else:
@@ -40,15 +42,29 @@ def failed_result(spec: list, kind: str, why: str, actor_blob: bytes | None) -> 
     return P.error_result(spec, pickle.dumps(err))
 
 
-def rejected_result(spec) -> list | None:
+def rejected_result(spec, why: str = "") -> list | None:
     """The error result of a malformed task spec, if the spec says which task and
-    whose (else None: nobody to tell)."""
+    whose (else None: nobody to tell). why: what is wrong with it (P.check_task's
+    message, which names the field)."""
     if (type(spec) is list and len(spec) == P.TASK_FIELDS and type(spec[P.T_ID]) is bytes
             and type(spec[P.T_OWNER]) is bytes):
-        err = RaySystemError(f"The node broker dropped task {spec[P.T_NAME]!r}: its spec is "
-                             "malformed (a bug in zray, or a client of another version).")
+        err = RaySystemError(f"The node broker dropped task {spec[P.T_NAME]!r}: "
+                             f"{why or 'its spec is malformed'} (a bug in zray, or a client "
+                             "of another version).")
         return P.error_result(spec, pickle.dumps(err))
     return None
+
+
+def rejected_actor(spec, why: str) -> list:
+    """The ACTOR_ADDR fields that tell the creator of a malformed actor spec that the
+    actor is dead and why ([] if the spec names no actor)."""
+    aid = spec[P.A_ID] if type(spec) is list and spec else None
+    if type(aid) is not bytes:
+        return []
+    blob = pickle.dumps(ActorDiedError(
+        f"The actor {aid.hex()} was never created: the node broker refused its spec: {why} "
+        "(a bug in zray, or a client of another version).", aid.hex()))
+    return [(aid, "DEAD", "", blob)]
 
 
 def owner_died_blob(oid: bytes) -> bytes:

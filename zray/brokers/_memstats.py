@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from .. import _protocol as P
-from .._object_store import NodeStore
+from ._store import NodeStore
 
 # A process's row: the 9 fields it sends, then the node adds kind, pid and location.
 _ROW_FIELDS = 9

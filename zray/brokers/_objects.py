@@ -1,15 +1,15 @@
 """Objects between a node's processes: borrowers' FETCH relayed to owners and OBJECT
 back (a borrower whose owner died gets OwnerDiedError, never a hang), BORROW holds
-relayed, and the shared-memory store's accounting from STORE reports."""
+relayed, and the shared-memory store's accounting from STORE reports and ROOM asks."""
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
 
 from .. import _protocol as P
-from .._object_store import NodeStore
 from ..exceptions import ProtocolError
 from ._failures import owner_died_blob
+from ._store import NodeStore
 
 
 class ObjectRelay:
@@ -46,11 +46,11 @@ class ObjectRelay:
         """A process made, freed and used segments: account them, spill if over capacity."""
         made, freed, used = f
         for item in made:
-            if type(item) is not list or len(item) != 2 or type(item[0]) is not str \
+            if type(item) is not list or len(item) not in (2, 3) or type(item[0]) is not str \
                     or type(item[1]) is not int or item[1] < 0:
-                raise ProtocolError("STORE wants [[name, size], ...]")
+                raise ProtocolError("STORE wants [[name, size] or [name, size, on_disk], ...]")
             if item[0].startswith(self._prefix):
-                self.store.added(item[0], item[1])
+                self.store.added(item[0], item[1], len(item) == 3 and bool(item[2]))
         for name in freed:
             if type(name) is str:
                 self.store.freed(name)
@@ -58,3 +58,11 @@ class ObjectRelay:
             if type(name) is str:
                 self.store.touched(name)
         self.store.enforce()
+
+    def on_room(self, ident: bytes, f: list) -> None:
+        """A process needs room in /dev/shm for a value: older objects spill, then it
+        hears back (ROOM_MADE) and writes, into /dev/shm or else the spill directory."""
+        req, size = f
+        if type(req) is not int or type(size) is not int or size < 0:
+            raise ProtocolError("ROOM wants (request number, bytes)")
+        self.store.make_room(size, lambda: self._send(ident, P.ROOM_MADE, req))

@@ -1,6 +1,8 @@
 """The node's worker processes: forked by the zygote (fork server), watched through
 pidfds, killed by worker id, all stopped with the node. A life pipe makes every
-worker exit when the node dies, however it dies."""
+worker exit when the node dies, however it dies. Workers that die as they start
+(before their hello) are forked again ever more slowly (a broken environment or a
+bad message made a node fork about 100 workers a second)."""
 from __future__ import annotations
 
 import os
@@ -10,6 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from .._config import CONFIG
 from . import _zygote
 
 
@@ -45,6 +48,12 @@ class WorkerProcesses:
         self._poller: Any = None
         self._wanted: Callable[[bytes], bool] = lambda wid: False
         self._on_exit: Callable[[bytes], None] = lambda wid: None
+        # Workers forked (or to be) that have not said hello yet, those whose fork waits
+        # for its backoff [(due, wid, actor_id, gpus)], and how many workers in a row
+        # died before their hello (0 again once one says it).
+        self._young: set[bytes] = set()
+        self._delayed: list[tuple[float, bytes, bytes | None, list]] = []
+        self.start_failures = 0
 
     def attach(self, poller: Any, pollin: int, wanted: Callable[[bytes], bool],
                on_exit: Callable[[bytes], None]) -> None:
@@ -55,9 +64,43 @@ class WorkerProcesses:
         poller.register(self._zygote.reply_fd, pollin)
 
     def spawn(self, wid: bytes, actor_id: bytes | None, gpus: list) -> None:
-        self._zygote.spawn(wid, actor_id, gpus)
+        self._young.add(wid)
+        delay = self.backoff()
+        if delay > 0:
+            self._delayed.append((time.monotonic() + delay, wid, actor_id, gpus))
+        else:
+            self._zygote.spawn(wid, actor_id, gpus)
+
+    def backoff(self) -> float:
+        """How long the next fork waits: 0 until CONFIG.worker_start_free workers in a
+        row died at start, then worker_start_backoff_s, doubling up to its max."""
+        n = self.start_failures - CONFIG.worker_start_free
+        if n < 0:
+            return 0.0
+        return min(CONFIG.worker_start_backoff_max_s, CONFIG.worker_start_backoff_s * 2.0 ** min(n, 30))
+
+    def started(self, wid: bytes) -> None:
+        """The worker said hello: it started, so the workers can start."""
+        self._young.discard(wid)
+        self.start_failures = 0
+
+    def tick(self, now: float) -> None:
+        """Fork the workers whose backoff is over (or report, for those killed while they
+        waited, that they are gone)."""
+        if not self._delayed:
+            return
+        due = [d for d in self._delayed if d[0] <= now]
+        self._delayed = [d for d in self._delayed if d[0] > now]
+        for _due, wid, actor_id, gpus in due:
+            if wid in self._doomed or not self._wanted(wid):
+                self._doomed.discard(wid)
+                self._young.discard(wid)
+                self._on_exit(wid)
+            else:
+                self._zygote.spawn(wid, actor_id, gpus)
 
     def kill(self, wid: bytes) -> None:
+        self._young.discard(wid)   # (its death is no failure to start)
         pid = self.pid_of.get(wid)
         if pid is None:
             self._doomed.add(wid)
@@ -97,6 +140,9 @@ class WorkerProcesses:
 
     def _gone(self, wid: bytes) -> None:
         self.pid_of.pop(wid, None)
+        if wid in self._young:
+            self._young.discard(wid)
+            self.start_failures += 1
         self._on_exit(wid)
 
     def stop(self, grace_s: float) -> None:
@@ -104,11 +150,16 @@ class WorkerProcesses:
         for pid in list(self.pid_of.values()):
             _kill_pid(pid)
         deadline = time.monotonic() + grace_s
-        fds = list(self._pidfds)
-        while fds and time.monotonic() < deadline:
-            ready, _, _ = select.select(fds, [], [], max(0.0, deadline - time.monotonic()))
-            for fd in ready:
-                fds.remove(fd)
+        # poll, not select: past 1,023 workers a pidfd's number is out of select()'s
+        # range, and the ValueError skipped the node's sweep of its shared memory.
+        waiting = select.poll()
+        left = len(self._pidfds)
+        for fd in self._pidfds:
+            waiting.register(fd, select.POLLIN)
+        while left and time.monotonic() < deadline:
+            for fd, _event in waiting.poll(max(0.0, deadline - time.monotonic()) * 1000):
+                waiting.unregister(fd)
+                left -= 1
         for fd in self._pidfds:
             os.close(fd)
         self._pidfds.clear()

@@ -18,6 +18,7 @@ from ._actions import (  # noqa: F401
     RELEASE,
     SPAWN,
     SPILLBACK,
+    WORKER_START,
 )
 from ._mailboxes import Actor, AState, Mailboxes
 from ._resources import Resources, shape_of  # noqa: F401

@@ -25,7 +25,8 @@ from typing import Any
 
 from .. import _protocol as P
 from .._config import CONFIG
-from .._object_store import SHM_DIR, STORED, NodeStore
+from .._object_store import SHM_DIR, STORED
+from ._store import NodeStore
 
 _PART = ".part"
 

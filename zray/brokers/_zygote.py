@@ -60,7 +60,9 @@ def _wait_pid(pid: int, timeout: float) -> None:
         fd = None
     if fd is not None:
         import select
-        ready, _, _ = select.select([fd], [], [], timeout)
+        waiting = select.poll()   # (not select(): the fd may be past its range of 1,023)
+        waiting.register(fd, select.POLLIN)
+        ready = waiting.poll(timeout * 1000)
         os.close(fd)
         if not ready:
             try:

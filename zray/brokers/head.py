@@ -21,13 +21,15 @@ from .._session import tell_ready
 from ..exceptions import ProtocolError
 from ._control import ControlStore
 from ._groups import Groups
+from ._insight import Insight
 from ._placement import Spread, feasible, fits, pick_node, place_batch
 from ._resources import actor_demand
 
 
 class HeadBroker:
     def __init__(self, session_dir: str, parent_fd: int | None, cleanup_dir: bool,
-                 tcp: str = "", keys: Any = None, ready_fd: int | None = None) -> None:
+                 tcp: str = "", keys: Any = None, ready_fd: int | None = None,
+                 dashboard_fd: int | None = None) -> None:
         self.session_dir = session_dir
         # A cluster's head listens on tcp (CurveZMQ unless keys is None); an embedded
         # one on its session's ipc socket.
@@ -39,6 +41,7 @@ class HeadBroker:
         self.cleanup_dir = cleanup_dir
         self.log = get_logger("head")
         self.store = ControlStore()
+        self.insight = Insight(self.store, session_dir, dashboard_fd)   # task history, dashboard
         self.infeasible: list = []                    # [(spec, (from_ident, owner), first_seen, warned)]
         # The functions and classes spilled work needs, sent along with it to the node
         # that runs it. (Kept: work held as infeasible is placed later.)
@@ -57,6 +60,7 @@ class HeadBroker:
             P.HEAD_CALL: self._on_head_call, P.SPILLBACK: self._on_spillback,
             P.ACTOR_EVENT: self._on_actor_event, P.RESERVED: self._on_reserved,
             P.NODE_BYE: self._on_node_bye,
+            P.TASK_EVENTS: self.insight.on_task_events,
         }
         self._group_calls = {"pg_create": self.groups.create, "pg_remove": self._remove_group,
                              "pg_table": self.groups.table, "pg_get": self.groups.get}
@@ -88,9 +92,11 @@ class HeadBroker:
             return
         if self.ready_fd is not None:
             tell_ready(self.ready_fd, self.address)
+        self.insight.start(self.address)
         try:
             self._loop()
         finally:
+            self.insight.stop()
             for node in self.store.nodes.values():
                 self._send(node.ident, P.SHUTDOWN, "the head broker is stopping")
             self.sock.close()
@@ -431,6 +437,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--insecure", action="store_true", help="tcp without CurveZMQ (warns)")
     ap.add_argument("--ready-fd", type=int, default=None,
                     help="write the bound address to this fd once listening")
+    ap.add_argument("--dashboard-fd", type=int, default=None,
+                    help="serve the dashboard on this listening socket (zray.dashboard.bind)")
     args = ap.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _exit_on_signal)
@@ -445,7 +453,7 @@ def main(argv: list[str] | None = None) -> None:
         keys = load_keys(args.keys)
     try:
         HeadBroker(args.session_dir, args.parent_fd, args.cleanup_dir, tcp, keys,
-                   args.ready_fd).serve()
+                   args.ready_fd, args.dashboard_fd).serve()
     except SystemExit:
         pass
     sys.exit(0)

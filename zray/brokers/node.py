@@ -19,21 +19,25 @@ from .. import _strategies as ST
 from .._config import CONFIG
 from .._keys import ZapHandler, connect_as_client, warn_insecure
 from .._keys import load as load_keys
+from .._limits import raise_fd_limit, worker_cap
 from .._log import get_logger
 from .._node_resources import with_defaults
-from .._object_store import NodeStore, session_tag, sweep
+from .._object_store import session_tag, sweep
 from .._session import tell_ready, write_node_info
 from ..exceptions import ProtocolError
 from . import _scheduling as S
 from ._clients import Clients
 from ._directory import ActorDirectory
-from ._failures import failed_result, rejected_result
+from ._events import EventRelay
+from ._failures import failed_result, rejected_actor, rejected_result
 from ._jobs import Jobs
 from ._links import NodeLinks
 from ._memstats import MemoryStats
 from ._node_cluster import NodeCluster
 from ._objects import ObjectRelay
+from ._pressure import Pressure
 from ._procs import WorkerProcesses
+from ._store import NodeStore
 
 
 class NodeBroker:
@@ -52,13 +56,14 @@ class NodeBroker:
         self.parent_fd = parent_fd
         self.cleanup_dir = cleanup_dir
         self.log = get_logger("node", node=node_id.hex()[:8])
-        self.sched = S.LocalScheduler(resources, pool_size, CONFIG.max_workers_per_node,
-                                      CONFIG.dispatch_batch)
+        self.sched = S.LocalScheduler(resources, pool_size, worker_cap(
+            CONFIG.max_workers_per_node, CONFIG.worker_memory_bytes), CONFIG.dispatch_batch)
         self.resources = resources
         capacity = int(resources.get("object_store_memory", 0)) or CONFIG.object_store_bytes
         self.store = NodeStore(session_dir, capacity, self.log)
         self.procs = WorkerProcesses(self.address, node_id)   # forks the zygote: before any socket
         self.clients = Clients()
+        self.pressure = Pressure(self.sched.tasks, self._send, lambda: self.clients.drivers, self.log)
         self.running = True
         self.directory = ActorDirectory(self._send, lambda ident: self.links.is_local(ident))
         self.stats = MemoryStats(self._send, node_id, self.store)
@@ -66,20 +71,22 @@ class NodeBroker:
         self.objects = ObjectRelay(self._send, self.store, self.store_prefix)
         self.cluster = NodeCluster(self)
         self.jobs = Jobs(self)          # its drivers: a job ends with its driver, on every node
+        self.events = EventRelay()   # what its workers ran, for the head (dashboard, timeline)
         self._last_sent_avail: dict = {}
         self._last_update = 0.0
         self._last_beat = 0.0
         self._client_handlers = {
             P.SUBMIT: self._on_submit, P.RESULTS: self._on_results, P.FUNC: self.clients.on_func,
+            P.FUNC_FREE: self.clients.on_func_free,
             P.BORROW: self.objects.on_borrow, P.FETCH: self.objects.on_fetch,
-            P.OBJECT: self.objects.on_object, P.STORE: self._on_store,
+            P.OBJECT: self.objects.on_object, P.STORE: self._on_store, P.ROOM: self.objects.on_room,
             P.BLOCKED: self._on_blocked, P.CREATE_ACTOR: self._on_create_actor,
             P.ACTOR_READY: self._on_actor_ready, P.LOOKUP: self._on_lookup,
             P.LEASE: self._on_lease, P.UNLEASE: self._on_unlease, P.CANCEL: self._on_cancel,
             P.KILL_ACTOR: self._on_kill_actor, P.RELEASE_ACTOR: self._on_release_actor,
             P.LOG: self._on_log, P.HEAD_CALL: self._on_head_call, P.STATS: self._on_stats,
             P.HELLO: self._on_hello, P.SHUTDOWN: self._on_shutdown,
-            P.JOB_END: self.jobs.on_job_end,
+            P.TASK_EVENTS: self._on_task_events, P.JOB_END: self.jobs.on_job_end,
         }
         self._head_handlers = {
             P.HEAD_REPLY: self.cluster.on_head_reply, P.WARN: self._relay, P.PLACE: self._on_place,
@@ -127,6 +134,7 @@ class NodeBroker:
             if extra is not None:
                 self.poller.register(extra, zmq.POLLIN)
         self.procs.attach(self.poller, zmq.POLLIN, self.sched.has_worker, self._worker_gone)
+        self.store.attach(self.poller, zmq.POLLIN)   # its spill thread's wake-ups
         if self.parent_fd is not None:
             self.poller.register(self.parent_fd, zmq.POLLIN)
         self._do(self.sched.start_pool())
@@ -147,6 +155,7 @@ class NodeBroker:
             if self.zap is not None:
                 self.zap.close()
             ctx.term()
+            self.store.close()
             sweep(session_tag(self.session_dir))   # segments nobody freed (owners died)
             self.cluster.transfers.sweep()          # and the copies pulled from other nodes
             if self.cleanup_dir:
@@ -193,10 +202,14 @@ class NodeBroker:
         self.stats.expire(now)
         self.cluster.transfers.expire(now)
         self.cluster.resume_overflow(now)
+        self.procs.tick(now)
+        if now >= self.events.next_report:
+            self._report_events(now)
         if now - self._last_beat >= CONFIG.heartbeat_s:
             self._last_beat = now
             self._heartbeat()
             self._do(self.sched.reap_idle(now, CONFIG.idle_worker_timeout_s))
+            self.pressure.heartbeat()
         elif (self.sched.avail != self._last_sent_avail
               and now - self._last_update >= CONFIG.resource_update_s):
             self._last_update = now
@@ -209,12 +222,22 @@ class NodeBroker:
         self._to_head(P.HEARTBEAT, self.node_id, self.sched.avail, load)
         self._last_sent_avail = dict(self.sched.avail)
 
+    def _report_events(self, now: float) -> None:
+        report = self.events.report(now, self.sched.tasks.queues.values(), self.sched.tasks.queued,
+                                    self.store.stats())
+        if report is not None:
+            self._to_head(P.TASK_EVENTS, *report)
+
+    def _on_task_events(self, ident: bytes, f: list) -> None:
+        if ident in self.clients.wid_of:
+            self.events.from_worker(f[0], f[1])
+
     # -- file descriptors: zygote replies, worker exits, parent exit ---------------
     def _on_fd(self, fd: int) -> None:
         if fd == self.parent_fd:
             self.running = False
             return
-        if self.jobs.handle_fd(fd):
+        if self.jobs.handle_fd(fd) or self.store.handle_fd(fd):
             return
         try:
             self.procs.handle_fd(fd)
@@ -234,6 +257,7 @@ class NodeBroker:
         if client is not None:
             self._send(client, P.LEASE_LOST, wid)
         self._do(self.sched.worker_died(wid))
+        self.pressure.start_failed(self.procs.start_failures)
 
     # -- clients: one handler per message type ------------------------------------
     def _on_client(self, ident: bytes, mtype: int, f: list) -> None:
@@ -248,8 +272,8 @@ class NodeBroker:
         for spec in f[0]:
             try:
                 P.check_task(spec)
-            except ProtocolError:  # this one only, not the whole batch
-                self._reject_task(spec)
+            except ProtocolError as exc:  # this one only, not the whole batch
+                self._reject_task(spec, str(exc))
                 continue
             (calls if spec[P.T_ACTOR] is not None else tasks).append(spec)
         if tasks:
@@ -259,11 +283,11 @@ class NodeBroker:
                 continue
             self._do(self.sched.actor_call(spec))
 
-    def _reject_task(self, spec) -> None:
+    def _reject_task(self, spec, why: str = "") -> None:
         """A malformed task spec: its owner gets an error if the spec says which task
         and whose (else it would wait forever), and the spec is dropped."""
-        self.log.warning("dropped a malformed task spec", spec=repr(spec)[:300])
-        result = rejected_result(spec)
+        self.log.warning("dropped a malformed task spec", error=why, spec=repr(spec)[:300])
+        result = rejected_result(spec, why)
         if result is not None:
             self._send(spec[P.T_OWNER], P.RESULTS, [result])
 
@@ -295,13 +319,20 @@ class NodeBroker:
             self._do(self.sched.blocked(wid, bool(f[0]), f[1] or ()))
 
     def _on_create_actor(self, ident: bytes, f: list) -> None:
-        self._created(P.check_actor(f[0]))
+        try:
+            spec = P.check_actor(f[0])
+        except ProtocolError as exc:   # its creator hears why (else its calls would hang)
+            self.log.warning("dropped a malformed actor spec", error=str(exc))
+            for fields in rejected_actor(f[0], str(exc)):
+                self._send(ident, P.ACTOR_ADDR, *fields)
+            return
+        self._created(spec)
 
     def _created(self, spec: list) -> None:
         # The head hears of it at once (not only once it is alive), so that a node asked
         # about it by a client that got its handle early can find it.
         aid = spec[P.A_ID]
-        self._to_head(P.ACTOR_EVENT, aid, "PENDING", {})
+        self._to_head(P.ACTOR_EVENT, aid, "PENDING", {"class_name": spec[P.A_CLASS_NAME]})
         self._do(self.sched.create_actor(spec))
         # It lives here now: what other nodes sent about it ahead of it is for it.
         self.cluster.arrived(aid)
@@ -388,6 +419,7 @@ class NodeBroker:
             "resources": self.resources, "address": self.address,
             "store_capacity": self.store.capacity})
         if kind == "worker":
+            self.procs.started(info["worker_id"])
             self._do(self.sched.worker_ready(info["worker_id"], time.monotonic()))
 
     def _on_shutdown(self, ident: bytes, f: list) -> None:
@@ -459,6 +491,7 @@ class NodeBroker:
         _, spec, kind, why = act
         if len(spec) == P.ACTOR_FIELDS:
             return  # an actor creation: its calls fail through the actor's state
+        self.events.failed(spec, why)
         blob = self.directory.fail_blob(spec[P.T_ACTOR]) if kind == S.ACTOR_DIED else None
         self.cluster.finished(spec[P.T_ID])
         self._send(spec[P.T_OWNER], P.RESULTS, [failed_result(spec, kind, why, blob)])
@@ -481,7 +514,10 @@ class NodeBroker:
             self._to_head(P.SPILLBACK, specs, self.clients.funcs_of(specs))
 
     def _act_actor_state(self, act: tuple) -> None:
-        self._to_head(P.ACTOR_EVENT, act[1], act[2], act[3])
+        info, actor = act[3], self.sched.actor(act[1]) if act[2] == "ALIVE" else None
+        if actor is not None and actor.worker is not None:   # its pid, for the dashboard
+            info = {**info, "pid": self.procs.pid_of.get(actor.worker, 0)}
+        self._to_head(P.ACTOR_EVENT, act[1], act[2], info)
         self.directory.changed(act[1], act[2], act[3])
 
     # -- shutdown ------------------------------------------------------------------
@@ -528,6 +564,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--ready-fd", type=int, default=None,
                     help="write the node's id to this fd once it serves")
     args = ap.parse_args(argv)
+    raise_fd_limit()   # a worker and its pidfd per actor: past 1,024 of them (workers inherit it)
     resources = json.loads(args.resources)
     if args.head.startswith("tcp://"):   # a cluster node: what it adds by itself, measured here
         resources = with_defaults(resources, args.node_ip, args.head_node)
