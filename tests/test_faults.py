@@ -8,10 +8,15 @@ import time
 
 import pytest
 from conftest import pid_alive, wait_until
-from helpers import TIMEOUT, assert_pool_works, plus_one
+from helpers import TIMEOUT, Counter, assert_pool_works, plus_one
 
 import zray
-from zray.exceptions import LocalRayletDiedError, TaskCancelledError, WorkerCrashedError
+from zray.exceptions import (
+    GetTimeoutError,
+    LocalRayletDiedError,
+    TaskCancelledError,
+    WorkerCrashedError,
+)
 
 
 @zray.remote
@@ -255,3 +260,23 @@ def test_a_dead_node_broker_fails_the_drivers_gets_at_once(cluster, tmp_path):
     with pytest.raises(LocalRayletDiedError):
         zray.get(plus_one.remote(1), timeout=TIMEOUT)   # and what it asks later
     assert time.monotonic() - started < 5
+
+
+# -- the head broker dies -----------------------------------------------------------------
+def test_what_keeps_working_when_the_head_broker_dies(cluster):
+    """Issue 9, defect 2 (its second half): the head holds the control store; without it
+    the node still runs tasks and actors (it schedules locally), and what needs the head
+    fails with an error naming it after head_call's timeout, instead of hanging."""
+    counter = Counter.remote()
+    assert zray.get(counter.incr.remote(), timeout=TIMEOUT) == 1
+    head = zray._init._cluster._procs[0]
+    head.send_signal(signal.SIGKILL)
+    head.wait(TIMEOUT)
+    assert zray.get([plus_one.remote(i) for i in range(20)], timeout=TIMEOUT) == list(range(1, 21))
+    assert zray.get(counter.incr.remote(), timeout=TIMEOUT) == 2
+    fresh = Counter.remote()   # an unnamed actor is created by the node alone
+    assert zray.get(fresh.incr.remote(), timeout=TIMEOUT) == 1
+    started = time.monotonic()
+    with pytest.raises(GetTimeoutError, match="head broker did not answer 'nodes'"):
+        zray.nodes()
+    assert time.monotonic() - started < 15
