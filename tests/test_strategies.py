@@ -181,3 +181,23 @@ def test_get_current_placement_group(shared):
             (pg.id.hex(), [{"CPU": 1.0}])
     finally:
         remove_placement_group(pg)
+
+
+@zray.remote
+def child_group():
+    # (No CPU: the group's bundles hold every CPU of this node, which a child outside
+    # the group would wait for, as in Ray.)
+    return zray.get(my_group.options(num_cpus=0).remote(), timeout=T)
+
+
+def test_capture_child_tasks_puts_them_in_the_parents_group(shared):
+    pg = placement_group([{"CPU": 1}, {"CPU": 1}])
+    try:
+        assert pg.wait(T)
+        captures = PlacementGroupSchedulingStrategy(pg, placement_group_capture_child_tasks=True)
+        assert zray.get(child_group.options(scheduling_strategy=captures).remote(),
+                        timeout=T) == (pg.id.hex(), [{"CPU": 1.0}, {"CPU": 1.0}])
+        plain = PlacementGroupSchedulingStrategy(pg)   # (capture off, as Ray's default)
+        assert zray.get(child_group.options(scheduling_strategy=plain).remote(), timeout=T) is None
+    finally:
+        remove_placement_group(pg)

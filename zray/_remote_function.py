@@ -64,7 +64,8 @@ class RemoteFunction:
                                 options.get("scheduling_strategy"), f"remote function {self._name}")
         return (res, options.get("num_returns", 1),
                 options.get("max_retries", 3), retry_exc, options.get("name") or self._name,
-                _runtime_env.validate(options.get("runtime_env"), f"remote function {self._name}"))
+                _runtime_env.validate(options.get("runtime_env"), f"remote function {self._name}"),
+                options.get("scheduling_strategy") is None)
 
     def bind(self, *args: Any, **kwargs: Any) -> Any:
         """A lazy call for a DAG (zray.dag): a FunctionNode that calls .remote() with
@@ -105,7 +106,9 @@ class RemoteFunction:
             self._user_of = weakref.ref(submitter)
             submitter.use_function(func_id, self)   # its blob goes when this one does
         submitter.ensure_function(func_id, blob)
-        res, nret, retries, retry_exc, name, renv = prepared
+        res, nret, retries, retry_exc, name, renv, inherit = prepared
+        if inherit and rt.kind != "driver":   # (a driver is in no placement group)
+            res = _strategies.inherited(res)
         task_id = rt.ids.task_id()
         oids = [P.object_id(task_id, i) for i in range(nret)]
         refs = rt.owner.new_refs(oids)

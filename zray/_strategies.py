@@ -23,6 +23,10 @@ OVERFLOW = "_overflow"             # a busy node's surplus: to a node with room 
 NODE = "_node:"
 SOFT_NODE = "_soft_node:"
 DEFAULT_CPU = "_default_cpu"       # an actor's default CPU (not a strategy; kept)
+# In a placement group with placement_group_capture_child_tasks: what it submits with no
+# strategy goes in the same group. Zero: no node needs to offer it (kept, not a marker).
+CAPTURE = "_capture"
+_KEPT = (DEFAULT_CPU, CAPTURE)
 BUNDLE = "bundle_group_"
 BUNDLE_UNIT = 0.001                # what a task takes of its bundle's bundle_group (1000)
 
@@ -46,8 +50,11 @@ def apply(res: dict, strategy: Any, what: str) -> dict:
         pg = strategy.placement_group
         if pg is None:
             return res
-        return in_bundle(res, pg.id.hex(), pg.bundle_specs, strategy.placement_group_bundle_index,
-                         what)
+        out = in_bundle(res, pg.id.hex(), pg.bundle_specs, strategy.placement_group_bundle_index,
+                        what)
+        if strategy.placement_group_capture_child_tasks:
+            out[CAPTURE] = 0.0
+        return out
     raise ValueError(f"Invalid scheduling_strategy value {strategy!r} for {what}. Valid values "
                      f'are "DEFAULT", "SPREAD", PlacementGroupSchedulingStrategy and '
                      f"NodeAffinitySchedulingStrategy (zray.util.scheduling_strategies).")
@@ -93,12 +100,29 @@ def is_group_resource(name: str) -> bool:
 
 def marked(res: Mapping[str, Any]) -> bool:
     """True if a request carries a strategy marker."""
-    return any(k[0] == "_" and k != DEFAULT_CPU for k in res)
+    return any(k[0] == "_" and k not in _KEPT for k in res)
 
 
 def stripped(res: Mapping[str, Any]) -> dict:
     """The request without strategy markers (the node it was placed on runs it)."""
-    return {k: v for k, v in res.items() if k[0] != "_" or k == DEFAULT_CPU}
+    return {k: v for k, v in res.items() if k[0] != "_" or k in _KEPT}
+
+
+def inherited(res: dict) -> dict:
+    """`res` of work submitted with no strategy: in the placement group of the task or
+    actor submitting it if that one captures its child tasks (any bundle), else as is."""
+    from ._context import current_context
+    ctx = current_context()
+    parent = ctx.resources if ctx is not None else None
+    if not parent or CAPTURE not in parent:
+        return res
+    pg_hex = next((k.rsplit("_", 1)[-1] for k in parent if k.startswith(BUNDLE)), None)
+    if pg_hex is None:
+        return res
+    out = {f"{k}_group_{pg_hex}": v for k, v in res.items() if not k.startswith("_")}
+    out[f"{BUNDLE}{pg_hex}"] = BUNDLE_UNIT
+    out[CAPTURE] = 0.0
+    return out
 
 
 def affinity(res: Mapping[str, Any]) -> tuple[str | None, bool]:

@@ -135,7 +135,10 @@ class ActorClass:
         res = _options.resources_of(options, 0)
         if options.get("num_cpus") is None:
             res["_default_cpu"] = 1.0
-        res = _strategies.apply(res, options.get("scheduling_strategy"), f"actor {self._name}")
+        strategy = options.get("scheduling_strategy")
+        res = _strategies.apply(res, strategy, f"actor {self._name}")
+        if strategy is None and rt.kind != "driver":
+            res = _strategies.inherited(res)
         concurrency = options.get("max_concurrency")
         if concurrency is None:
             concurrency = 1000 if self._is_async else 1
