@@ -49,3 +49,35 @@ def test_list_actors_and_named_actors(cluster):
     assert other.state == "UNKNOWN" and other.class_name is None
     assert [r.actor_id for r in list_actors(filters=[("name", "=", "keeper")])] == [keeper.actor_id]
     assert len(list_actors(limit=1)) == 1
+
+
+@zray.remote
+def square(x):
+    return x * x
+
+
+@zray.remote
+def broken():
+    raise ValueError("no")
+
+
+def test_list_tasks_and_summarize_tasks(cluster):
+    import time
+
+    from zray.util.state import list_tasks, summarize_tasks
+    assert zray.get([square.remote(i) for i in range(5)]) == [0, 1, 4, 9, 16]
+    with pytest.raises(ValueError):
+        zray.get(broken.remote())
+    deadline = time.monotonic() + 20   # workers report once a second, nodes too
+    while True:
+        counts = summarize_tasks()["cluster"]["summary"]
+        if counts.get("square", {}).get("state_counts", {}).get("FINISHED") == 5 \
+                and counts.get("broken", {}).get("state_counts", {}).get("FAILED") == 1:
+            break
+        assert time.monotonic() < deadline, counts
+        time.sleep(0.1)
+    rows = list_tasks(filters=[("name", "=", "square")])
+    assert len(rows) == 5 and all(r.state == "FINISHED" and r.type == "NORMAL_TASK" for r in rows)
+    assert all(r["start_time_ms"] <= r["end_time_ms"] for r in rows)
+    failed = list_tasks(filters=[("state", "=", "FAILED")])
+    assert [r.name for r in failed] == ["broken"] and "no" in failed[0].error_message

@@ -25,7 +25,8 @@ class Insight:
         self.url = ""
         self._objects: Any = None
         self.log = get_logger("head")
-        store.add_calls({"timeline": self._timeline, "dashboard_url": lambda args: self.url})
+        store.add_calls({"timeline": self._timeline, "dashboard_url": lambda args: self.url,
+                         "tasks": self._tasks, "task_summary": lambda args: self.history.summary()})
 
     # -- the head's loop -------------------------------------------------------------
     def on_task_events(self, ident: bytes, f: list) -> None:
@@ -54,6 +55,11 @@ class Insight:
     def _timeline(self, args: list) -> list:
         since = args[0] if args and type(args[0]) in (int, float) else 0.0
         return chrome_trace(self.history.window(since), self.actor_names())
+
+    def _tasks(self, args: list) -> list:
+        """The newest tasks of the history (zray.util.state.list_tasks): [limit]."""
+        limit = args[0] if args and type(args[0]) is int and args[0] > 0 else 1000
+        return [list(r) for r in self.history.records(limit)]
 
     # -- read by the dashboard's threads -------------------------------------------------
     def actor_names(self) -> dict[bytes, str]:

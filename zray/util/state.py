@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = ["StateRow", "list_actors", "list_named_actors", "list_nodes", "list_objects",
-           "memory_summary"]
+           "list_tasks", "memory_summary", "summarize_tasks"]
 
 # Ray's state API returns at most 100 rows unless told otherwise.
 DEFAULT_LIMIT = 100
@@ -87,6 +87,41 @@ def list_nodes(*, filters: list[tuple[str, str, Any]] | None = None, limit: int 
             node_name=n["NodeName"], resources_total=resources, labels=dict(n.get("Labels") or {}),
             start_time_ms=None, end_time_ms=None))
     return _filtered(rows, filters)[:limit]
+
+
+def list_tasks(*, filters: list[tuple[str, str, Any]] | None = None, limit: int = DEFAULT_LIMIT,
+               detail: bool = False, **_: Any) -> list[StateRow]:
+    """The cluster's recent tasks and actor calls, newest first, from the head's task
+    history (the last task_history of them; tasks queued on a node are PENDING), with
+    Ray's columns: task_id, name, func_or_class_name, state (PENDING, RUNNING, FINISHED,
+    FAILED), type, actor_id, node_id, worker_pid, start_time_ms, end_time_ms,
+    error_message."""
+    from .._context import runtime_or_init
+    rows = []
+    for task_id, name, actor_id, state, start, end, pid, node_id, error in \
+            runtime_or_init().head_call("tasks", [max(limit, 1) * 4 if filters else max(limit, 1)]):
+        rows.append(StateRow(
+            task_id=task_id.hex() if type(task_id) is bytes else task_id, name=name,
+            func_or_class_name=name, state=state,
+            type="ACTOR_TASK" if actor_id else "NORMAL_TASK",
+            actor_id=actor_id.hex() if type(actor_id) is bytes else None, node_id=node_id,
+            worker_pid=pid or None, error_message=error or None,
+            start_time_ms=int(start * 1000) if start else None,
+            end_time_ms=int(end * 1000) if end else None))
+    return _filtered(rows, filters)[:limit]
+
+
+def summarize_tasks(**_: Any) -> dict:
+    """Task counts by function and state, as Ray's summarize_tasks() (FINISHED and FAILED
+    since the head started; RUNNING and PENDING now)."""
+    from .._context import runtime_or_init
+    summary = runtime_or_init().head_call("task_summary", [])
+    by_name = {name: {"func_or_class_name": name, "type": "NORMAL_TASK",
+                      "state_counts": {k: v for k, v in counts.items() if v}}
+               for name, counts in summary["by_function"].items()}
+    total = sum(sum(c.values()) for c in summary["by_function"].values())
+    return {"cluster": {"summary": by_name, "total_tasks": total, "total_actor_tasks": 0,
+                        "total_actor_scheduled": 0, "summary_by": "func_name"}}
 
 
 def list_named_actors(all_namespaces: bool = False) -> list:
