@@ -11,6 +11,7 @@ import time
 from conftest import leftovers, pid_alive, wait_gone, wait_until, zray_pids
 
 import zray
+from zray import _protocol as _P
 
 # -- the public API (test_api, test_task_options, test_drivers) ------------------------
 
@@ -122,6 +123,18 @@ def use_handle(h, by):
 # -- faults (test_faults, test_bad_frames) ---------------------------------------------
 
 TIMEOUT = 20.0   # bound on a fault test's get(): a hang fails the test, it does not stall it
+
+
+def recv(sock, mtype: int, timeout: float = TIMEOUT) -> list:
+    """The fields of the next message of type `mtype` on `sock`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        assert left > 0 and sock.poll(int(left * 1000)), f"no {_P.NAMES[mtype]} came"
+        got, fields = _P.decode(sock.recv())
+        if got == mtype:
+            return fields
+
 
 
 @zray.remote

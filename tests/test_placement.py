@@ -132,25 +132,12 @@ def test_a_random_cluster_spreads_a_burst():
 
 
 # -- the head broker, with real sockets: decode, place by the policy above, send -------
-
-def _recv_type(sock, mtype: int, timeout: float = 10.0) -> list:
-    import time
-
-    from zray import _protocol as P
-    deadline = time.monotonic() + timeout
-    while True:
-        left = deadline - time.monotonic()
-        assert left > 0 and sock.poll(int(left * 1000)), f"no {P.NAMES[mtype]} came"
-        got, fields = P.decode(sock.recv())
-        if got == mtype:
-            return fields
-
-
 def test_head_places_spilled_work_by_the_policy(cluster):
     """Three fake nodes join the head of a real cluster; what one of them spills goes
     to the least loaded other one that fits, then (that one now full) to the next;
     what none can run is held, with a warning to its owner."""
     import zmq
+    from helpers import recv
     from test_bad_frames import head_address, probe, raw_dealer, spec
 
     from zray import _protocol as P
@@ -163,11 +150,11 @@ def test_head_places_spilled_work_by_the_policy(cluster):
             probe(sock)
         first, second = spec(T_RES={"big": 1}, T_NAME="first"), spec(T_RES={"big": 1}, T_NAME="second")
         a.send(P.encode(P.SPILLBACK, [first], {}))
-        assert _recv_type(c, P.PLACE)[0][0][P.T_NAME] == "first"      # not back to a; c idles
+        assert recv(c, P.PLACE)[0][0][P.T_NAME] == "first"      # not back to a; c idles
         a.send(P.encode(P.SPILLBACK, [second], {}))
-        assert _recv_type(b, P.PLACE)[0][0][P.T_NAME] == "second"     # c's "big" is taken now
+        assert recv(b, P.PLACE)[0][0][P.T_NAME] == "second"     # c's "big" is taken now
         a.send(P.encode(P.SPILLBACK, [spec(T_RES={"huge": 1}, T_OWNER=b"me", T_NAME="huge")], {}))
-        target, message = _recv_type(a, P.WARN)
+        target, message = recv(a, P.WARN)
         assert target == b"me" and "huge" in message
         assert not c.poll(100, zmq.POLLIN) and not b.poll(0, zmq.POLLIN)
 

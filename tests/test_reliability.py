@@ -13,7 +13,7 @@ import cloudpickle
 import pytest
 import zmq
 from conftest import wait_until, zray_pids
-from helpers import TIMEOUT, run_driver
+from helpers import TIMEOUT, recv, run_driver
 
 import zray
 from zray import _protocol as P
@@ -37,17 +37,6 @@ def client(address: str | None = None):
     finally:
         sock.close()
         ctx.term()
-
-
-def recv(sock, mtype: int, timeout: float = TIMEOUT) -> list:
-    """The fields of the next message of type `mtype` on `sock`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        left = deadline - time.monotonic()
-        assert left > 0 and sock.poll(int(left * 1000)), f"no {P.NAMES[mtype]} came"
-        got, fields = P.decode(sock.recv())
-        if got == mtype:
-            return fields
 
 
 def task(owner: bytes, func_id: bytes, **changes) -> list:

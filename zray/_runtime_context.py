@@ -9,7 +9,7 @@ from typing import Any
 from . import _protocol as P
 from . import _runtime, _runtime_env
 from ._context import current_context, worker_host
-from ._strategies import BUNDLE
+from ._strategies import BUNDLE, group_of
 
 
 class RuntimeContext:
@@ -120,10 +120,7 @@ class RuntimeContext:
     def get_placement_group_id(self) -> str | None:
         """The placement group the running task or actor is in, or None."""
         ctx = current_context()
-        for name in (ctx.resources if ctx is not None else ()):
-            if name.startswith(BUNDLE):
-                return name[len(BUNDLE):].rsplit("_", 1)[-1]
-        return None
+        return group_of(ctx.resources) if ctx is not None and ctx.resources else None
 
     def get_accelerator_ids(self) -> dict:
         ctx = current_context()

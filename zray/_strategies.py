@@ -73,10 +73,22 @@ def in_bundle(res: dict, pg_hex: str, bundles: list, index: Any, what: str) -> d
         raise ValueError(f"Cannot schedule {what} with the placement group because the resource "
                          f"request {need} cannot fit into any bundles for the placement group, "
                          f"{bundles}.")
-    tag = f"{pg_hex}" if index == -1 else f"{index}_{pg_hex}"
+    return _in_group(need, pg_hex if index == -1 else f"{index}_{pg_hex}")
+
+
+def _in_group(need: Mapping[str, float], tag: str) -> dict:
+    """A request renamed to a bundle's resources (tag: "<index>_<pg>", or "<pg>": any)."""
     out = {f"{k}_group_{tag}": v for k, v in need.items()}
     out[f"{BUNDLE}{tag}"] = BUNDLE_UNIT
     return out
+
+
+def group_of(res: Mapping[str, Any]) -> str | None:
+    """The placement group (hex id) a request asks bundles of, if any."""
+    for k in res:
+        if k.startswith(BUNDLE):
+            return k.rsplit("_", 1)[-1]
+    return None
 
 
 def bundle_resources(pg_hex: str, index: int, bundle: Mapping[str, float]) -> dict:
@@ -116,11 +128,10 @@ def inherited(res: dict) -> dict:
     parent = ctx.resources if ctx is not None else None
     if not parent or CAPTURE not in parent:
         return res
-    pg_hex = next((k.rsplit("_", 1)[-1] for k in parent if k.startswith(BUNDLE)), None)
+    pg_hex = group_of(parent)
     if pg_hex is None:
         return res
-    out = {f"{k}_group_{pg_hex}": v for k, v in res.items() if not k.startswith("_")}
-    out[f"{BUNDLE}{pg_hex}"] = BUNDLE_UNIT
+    out = _in_group({k: v for k, v in res.items() if not k.startswith("_")}, pg_hex)
     out[CAPTURE] = 0.0
     return out
 

@@ -21,12 +21,12 @@ STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 class Group:
     """One placement group as the head keeps it."""
     __slots__ = ("pg_id", "name", "namespace", "bundles", "strategy", "state", "nodes",
-                 "waiting", "owner")
+                 "waiting")
 
-    def __init__(self, pg_id: bytes, name: str, namespace: str, bundles: list, strategy: str,
-                 owner: bytes) -> None:
+    def __init__(self, pg_id: bytes, name: str, namespace: str, bundles: list,
+                 strategy: str) -> None:
         self.pg_id, self.name, self.namespace = pg_id, name, namespace
-        self.bundles, self.strategy, self.owner = bundles, strategy, owner
+        self.bundles, self.strategy = bundles, strategy
         self.state = "PENDING"
         self.nodes: dict[int, bytes] = {}      # bundle index -> node id (once planned)
         self.waiting: dict[bytes, list] = {}   # node asked to reserve -> bundle indexes
@@ -152,7 +152,7 @@ class Groups:
             raise ValueError(f"A placement group named {name!r} already exists in namespace "
                              f"{namespace!r}.")
         bundles = [{k: float(v) for k, v in b.items() if v} for b in bundles]
-        self.groups[pg_id] = Group(pg_id, name, namespace, bundles, strategy, owner)
+        self.groups[pg_id] = Group(pg_id, name, namespace, bundles, strategy)
         self.tick()
 
     def remove(self, args: list) -> None:
@@ -178,14 +178,12 @@ class Groups:
 
     def removed(self, res: Mapping) -> bool:
         """True if a request names resources of a removed placement group."""
-        for k in res:
-            if k.startswith(ST.BUNDLE):
-                try:
-                    group = self.groups.get(bytes.fromhex(k.rsplit("_", 1)[-1]))
-                except ValueError:
-                    return False
-                return group is not None and group.state == "REMOVED"
-        return False
+        hex_id = ST.group_of(res)
+        try:
+            group = self.groups.get(bytes.fromhex(hex_id)) if hex_id is not None else None
+        except ValueError:
+            return False
+        return group is not None and group.state == "REMOVED"
 
     # -- reservation ---------------------------------------------------------------
     def tick(self, now: float | None = None, every: float = 0.0) -> None:

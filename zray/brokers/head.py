@@ -375,7 +375,7 @@ class HeadBroker:
         res = {k: v for k, v in _demand(spec).items() if v}
         total = {k: v for k, v in self.store.largest().items() if not ST.is_group_resource(k)}
         what = f"actor {spec[P.A_CLASS_NAME]}" if is_actor else f"task {spec[P.T_NAME]}"
-        group = next((k.rsplit("_", 1)[-1] for k in res if k.startswith(ST.BUNDLE)), None)
+        group = ST.group_of(res)
         if group is not None:
             self._send(owner[0], P.WARN, owner[1], (
                 f"The {what} waits for its placement group {group}, which is not created yet "

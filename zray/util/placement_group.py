@@ -65,6 +65,7 @@ class PlacementGroup:
         self.id = id
         self.bundle_specs = [dict(b) for b in (bundle_specs or [])]
         self.strategy = strategy
+        self._ready: Any = None   # the ready() ref wait() waits on (one task, not one a call)
 
     @property
     def bundle_count(self) -> int:
@@ -83,7 +84,9 @@ class PlacementGroup:
     def wait(self, timeout_seconds: float = 30) -> bool:
         """True once the group is created; False if it was not within the timeout."""
         from .. import wait
-        ready, _ = wait([self.ready()], timeout=timeout_seconds)
+        if self._ready is None:
+            self._ready = self.ready()
+        ready, _ = wait([self._ready], timeout=timeout_seconds)
         return bool(ready)
 
     def __reduce__(self):
@@ -145,10 +148,9 @@ def get_current_placement_group() -> PlacementGroup | None:
     work scheduled outside any group). Read from the resources it was given: a task in
     a group asks for its bundles' renamed resources (bundle_group_[<index>_]<pg>)."""
     from .._context import current_context
-    from .._strategies import BUNDLE
+    from .._strategies import group_of
     ctx = current_context()
-    res = ctx.resources if ctx is not None else None
-    hex_id = next((k.rsplit("_", 1)[-1] for k in res or () if k.startswith(BUNDLE)), None)
+    hex_id = group_of(ctx.resources) if ctx is not None and ctx.resources else None
     if hex_id is None:
         return None
     row = runtime_or_init().head_call("pg_table", [bytes.fromhex(hex_id)])
