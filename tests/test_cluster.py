@@ -68,6 +68,9 @@ class Counter:
         self.n += k
         return self.n, zray.get_runtime_context().get_node_id()
 
+    def upto(self, n):
+        yield from range(1, n + 1)
+
 
 @zray.remote
 def use_counter(counter, k):
@@ -471,3 +474,30 @@ def test_cancel_of_a_queued_call_to_an_actor_on_another_node(three_hosts):
     with pytest.raises(zray.exceptions.TaskCancelledError):
         zray.get(queued, timeout=T)
     assert zray.get(running, timeout=T) == 1.0   # a running sync call runs on, as in Ray
+
+
+@zray.remote(resources={"left": 1})
+def big_items(n, size):
+    """Generator on the left host: stored items (in its /dev/shm) as they are made."""
+    for i in range(n):
+        yield np.arange(size, dtype=np.int64) + i
+
+
+@zray.remote(resources={"right": 1})
+def sum_items(n, size):
+    """On the right host, the owner of a generator running on the left host."""
+    return [int(zray.get(ref, timeout=T)[-1]) for ref in big_items.remote(n, size)]
+
+
+def test_generator_items_cross_nodes_to_their_owner(three_hosts):
+    size = 2 * 1024 * 1024 // 8   # 2 MB items: pulled between hosts
+    items = [zray.get(ref, timeout=T) for ref in big_items.remote(3, size)]   # the driver's
+    assert [tuple(map(int, (a[0], a[-1], len(a)))) for a in items] == \
+        [(i, size - 1 + i, size) for i in range(3)]
+    assert zray.get(sum_items.remote(3, size), timeout=T) == [size - 1 + i for i in range(3)]
+    # With backpressure the left host's generator waits for this driver's acks.
+    paced = big_items.options(_generator_backpressure_num_objects=1).remote(4, 8)
+    assert [int(zray.get(ref, timeout=T)[0]) for ref in paced] == [0, 1, 2, 3]
+    counter = Counter.remote()      # on the right host
+    assert zray.get(counter.add.remote(1), timeout=T)[0] == 1
+    assert zray.get(list(counter.upto.remote(3)), timeout=T) == [1, 2, 3]

@@ -16,9 +16,10 @@ MAX_MEDIAN_MODULE_LINES = 200
 MAX_TEST_FILE_LINES = 700
 
 PUBLIC = [
-    "ActorClass", "ActorHandle", "ObjectRef", "available_resources", "cancel", "cluster_resources",
-    "exceptions", "get", "get_actor", "get_gpu_ids", "get_runtime_context", "init", "is_initialized",
-    "kill", "method", "nodes", "put", "remote", "shutdown", "timeline", "util", "wait",
+    "ActorClass", "ActorHandle", "DynamicObjectRefGenerator", "ObjectRef", "ObjectRefGenerator",
+    "available_resources", "cancel", "cluster_resources", "exceptions", "get", "get_actor",
+    "get_gpu_ids", "get_runtime_context", "init", "is_initialized", "kill", "method", "nodes",
+    "put", "remote", "shutdown", "timeline", "util", "wait",
 ]
 
 

@@ -196,3 +196,28 @@ def test_local_mode_ends_with_its_cluster(tmp_path):
         print("OK")
     """)
     assert "OK" in proc.stdout
+
+
+@zray.remote
+def counts(n, fail):
+    yield from range(n)
+    if fail:
+        raise ValueError("late")
+
+
+def test_generators_in_local_mode(local):
+    assert zray.get(list(counts.remote(3, False))) == [0, 1, 2]
+    refs = list(counts.remote(1, True))
+    assert zray.get(refs[0]) == 0
+    with pytest.raises(ValueError, match="late"):
+        zray.get(refs[1])
+    dyn = zray.get(counts.options(num_returns="dynamic").remote(2, False))
+    assert zray.get(list(dyn)) == [0, 1]
+
+    @zray.remote
+    class Streams:
+        async def items(self, n):
+            for i in range(n):
+                yield i
+
+    assert zray.get(list(Streams.remote().items.remote(3))) == [0, 1, 2]

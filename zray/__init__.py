@@ -23,6 +23,7 @@ from ._api import (
                    shutdown,
                    wait,
 )
+from ._generator import DynamicObjectRefGenerator, ObjectRefGenerator
 from ._object_ref import ObjectRef
 from ._runtime_context import get_runtime_context
 from ._timeline import timeline
@@ -31,7 +32,8 @@ from .actor import ActorClass, ActorHandle, method
 __version__ = "0.1.0"
 
 __all__ = [
-    "ActorClass", "ActorHandle", "ObjectRef", "available_resources", "cancel", "cluster_resources",
+    "ActorClass", "ActorHandle", "DynamicObjectRefGenerator", "ObjectRef", "ObjectRefGenerator",
+    "available_resources", "cancel", "cluster_resources",
     "exceptions", "get", "get_actor", "get_gpu_ids", "get_runtime_context", "init", "is_initialized",
     "kill", "method", "nodes", "put", "remote", "shutdown", "timeline", "util", "wait",
 ]

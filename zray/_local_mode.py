@@ -64,7 +64,8 @@ class LocalSubmitter(Submitter):
         self.functions: dict[bytes, Any] = {}    # func_id -> the function itself
         self.actors: dict[bytes, _Actor] = {}
         self.released: deque = deque()           # actors whose last handle is gone
-        self.ex = Executor(rt, lambda spec, row: rt.owner.on_result(row))
+        self.ex = Executor(rt, lambda spec, row: rt.owner.on_result(row),
+                           lambda spec, row: rt.owner.streams.on_items([row]))
         self.running = threading.RLock()         # one at a time (nested calls run inline)
 
     # -- what the normal submitter tells the node: kept here ---------------------------

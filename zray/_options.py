@@ -3,16 +3,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import _protocol as P
 from . import _runtime_env
 
 _COMMON = {"num_cpus", "num_gpus", "resources", "memory", "name", "namespace", "runtime_env",
            "scheduling_strategy", "accelerator_type", "label_selector", "_metadata"}
-TASK_OPTIONS = _COMMON | {"num_returns", "max_retries", "retry_exceptions", "max_calls"}
+TASK_OPTIONS = _COMMON | {"num_returns", "max_retries", "retry_exceptions", "max_calls",
+                          "_generator_backpressure_num_objects"}
 ACTOR_OPTIONS = _COMMON | {"max_restarts", "max_task_retries", "max_concurrency", "lifetime",
                            "get_if_exists", "max_pending_calls", "concurrency_groups",
                            "enable_task_events", "object_store_memory"}
 METHOD_OPTIONS = {"num_returns", "name", "max_task_retries", "retry_exceptions",
-                  "concurrency_group", "enable_task_events"}
+                  "concurrency_group", "enable_task_events", "_generator_backpressure_num_objects"}
 
 
 def check(options: dict, allowed: set, what: str) -> dict:
@@ -36,8 +38,14 @@ def check(options: dict, allowed: set, what: str) -> dict:
             if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
                 raise ValueError(f"resource {k!r} must be a non-negative number, got {v!r} for {what}.")
     n = options.get("num_returns")
-    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 0):
-        raise ValueError(f"num_returns must be a non-negative integer, got {n!r} for {what}.")
+    if n is not None and n not in ("streaming", "dynamic") and (
+            not isinstance(n, int) or isinstance(n, bool) or n < 0):
+        raise ValueError(f"num_returns must be a non-negative integer, 'streaming' or 'dynamic', "
+                         f"got {n!r} for {what}.")
+    bp = options.get("_generator_backpressure_num_objects")
+    if bp is not None and (not isinstance(bp, int) or isinstance(bp, bool) or bp == 0 or bp < -1):
+        raise ValueError(f"_generator_backpressure_num_objects must be a positive integer (or -1: "
+                         f"none), got {bp!r} for {what}.")
     for key in ("max_retries", "max_restarts", "max_task_retries"):
         v = options.get(key)
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < -1):
@@ -63,6 +71,13 @@ def check(options: dict, allowed: set, what: str) -> dict:
         if key in options and options[key] is None:
             del options[key]
     return options
+
+
+def wire_nret(num_returns: Any, options: dict) -> int:
+    """A task spec's T_NRET for num_returns (an int, 'streaming' or 'dynamic')."""
+    if type(num_returns) is int:
+        return num_returns
+    return P.stream_nret(num_returns, options.get("_generator_backpressure_num_objects") or 0)
 
 
 def resources_of(options: dict, default_cpus: float) -> dict:

@@ -120,6 +120,16 @@ FUNC_FREE = 50     # [func_id, ...]                               client -> node
                    # the client no longer needs these functions (registered with FUNC):
                    # the node drops a blob once no client that registered it needs it
 _ARITY[FUNC_FREE] = 1
+# generators (num_returns="streaming" / "dynamic"): types 47-49
+ITEMS = 47         # [item row, ...]                              worker -> node -> owner
+                   # what a generator task yielded so far (ITEM_* below), on the path
+                   # its result takes (so the result never overtakes an item)
+GEN_ACK = 48       # producer, task_id, consumed                  owner -> node -> worker
+                   # the caller has taken `consumed` items (-1: it dropped the
+                   # generator): a task paused by _generator_backpressure_num_objects
+                   # goes on
+_ARITY[ITEMS] = 1
+_ARITY[GEN_ACK] = 3
 # the object store under pressure: types 80-89
 ROOM = 80          # req_id, size                                 client -> node
 ROOM_MADE = 81     # req_id                                       node -> client
@@ -207,6 +217,31 @@ ACTOR_FIELDS = 16
 R_TASK, R_OWNER, R_STATUS, R_PAYLOAD, R_CONTAINED = range(5)
 OK, ERROR = 0, 1
 
+# -- generators: T_NRET < 0. STREAMING: items reach the caller as they are yielded;
+# DYNAMIC - n: streaming, the task pausing while n items are not taken yet
+# (backpressure); DYNAMIC: the caller gets them all at the end, in one return.
+STREAMING, DYNAMIC = -1, -2
+
+# -- item: [task_id, owner, index, blob, contained, producer, is_error] -------------
+# One value a generator yielded (index from 0), or (is_error) the error it raised
+# there; producer: the identity of the process that runs it (GEN_ACK goes there).
+# ITEM_BLOB is R_PAYLOAD's place: code that looks for stored values in a row finds it.
+ITEM_TASK, ITEM_OWNER, ITEM_INDEX, ITEM_BLOB, ITEM_CONTAINED, ITEM_PRODUCER, ITEM_ERROR = range(7)
+
+
+def stream_nret(mode: str, backpressure: int) -> int:
+    """T_NRET of a generator task: mode "streaming" or "dynamic"; backpressure > 0:
+    at most that many items not yet taken by the caller."""
+    if mode == "dynamic":
+        return DYNAMIC
+    return STREAMING if backpressure <= 0 else DYNAMIC - backpressure
+
+
+def backpressure_of(nret: int) -> int:
+    """The backpressure of a generator task's T_NRET (0: none)."""
+    return DYNAMIC - nret if nret < DYNAMIC else 0
+
+
 _packb = msgpack.Packer(use_bin_type=True).pack
 
 
@@ -249,7 +284,7 @@ def check_task(spec: Any) -> list:
             or type(spec[T_OWNER]) is not bytes or type(spec[T_FUNC]) is not bytes
             or (type(spec[T_ARGS]) is not bytes and type(spec[T_ARGS]) is not list)
             or (spec[T_SLOTS] is not None and type(spec[T_SLOTS]) is not list)
-            or type(spec[T_NRET]) is not int or spec[T_NRET] < 0
+            or type(spec[T_NRET]) is not int
             or type(spec[T_RETRIES]) is not int or spec[T_RETRIES] < -1
             or (spec[T_RETRY_EXC] is not False and spec[T_RETRY_EXC] is not True
                 and type(spec[T_RETRY_EXC]) is not bytes)
@@ -295,7 +330,7 @@ _TASK_CHECKS = (
     (T_FUNC, "function_id", lambda v: type(v) is bytes, "bytes"),
     (T_ARGS, "args", lambda v: type(v) is bytes or type(v) is list, "bytes or a stored object"),
     (T_SLOTS, "slots", _maybe(list), "None or a list"),
-    (T_NRET, "num_returns", lambda v: type(v) is int and v >= 0, "an int >= 0"),
+    (T_NRET, "num_returns", lambda v: type(v) is int, "an int (< 0: a generator, see STREAMING)"),
     (T_RES, "resources", lambda v: resources_ok(v), "a map of names to amounts >= 0"),
     (T_RETRIES, "max_retries", lambda v: type(v) is int and v >= -1, "an int >= -1"),
     (T_RETRY_EXC, "retry_exceptions", lambda v: v is True or v is False or type(v) is bytes,

@@ -11,6 +11,7 @@ from . import _options, _runtime_env, _strategies
 from . import _protocol as P
 from . import _serialization as S
 from ._context import runtime_or_init
+from ._generator import open_stream
 
 
 class RemoteFunction:
@@ -26,9 +27,15 @@ class RemoteFunction:
         if inspect.iscoroutinefunction(function):
             raise TypeError(f"'{function.__qualname__}' is an async function; remote functions must be "
                             "plain functions (use an async actor for coroutines).")
+        if inspect.isasyncgenfunction(function):
+            raise TypeError(f"'{function.__qualname__}' is an async generator; remote functions "
+                            "must be plain functions or generators (use an async actor's method "
+                            "for an async generator).")
         self._function = function
         self._options = _options.check(dict(options), _options.TASK_OPTIONS,
                                        f"remote function {function.__qualname__}")
+        self._generator = inspect.isgeneratorfunction(function)
+        _check_generator(self._options, self._generator)
         self._name = getattr(function, "__qualname__", repr(function))
         self._signature = _signature(function)
         self._func_id: bytes | None = None
@@ -48,6 +55,7 @@ class RemoteFunction:
         """This function with some options changed, for the next .remote() call."""
         merged = {**self._options, **options}
         _options.check(merged, _options.TASK_OPTIONS, f"remote function {self._name}")
+        _check_generator(merged, self._generator)
         return _Bound(self, merged)
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
@@ -62,8 +70,9 @@ class RemoteFunction:
             retry_exc = S.dumps(list(retry_exc))[0]
         res = _strategies.apply(_options.resources_of(options, 1),
                                 options.get("scheduling_strategy"), f"remote function {self._name}")
-        return (res, options.get("num_returns", 1),
-                options.get("max_retries", 3), retry_exc, options.get("name") or self._name,
+        nret = _options.wire_nret(options.get("num_returns", "streaming" if self._generator else 1),
+                                  options)
+        return (res, nret, options.get("max_retries", 3), retry_exc, options.get("name") or self._name,
                 _runtime_env.validate(options.get("runtime_env"), f"remote function {self._name}"),
                 options.get("scheduling_strategy") is None)
 
@@ -110,16 +119,17 @@ class RemoteFunction:
         if inherit and rt.kind != "driver":   # (a driver is in no placement group)
             res = _strategies.inherited(res)
         task_id = rt.ids.task_id()
-        oids = [P.object_id(task_id, i) for i in range(nret)]
+        oids = [P.object_id(task_id, i) for i in range(nret if nret >= 0 else 1)]
         refs = rt.owner.new_refs(oids)
         args_blob, deps, held = rt.submitter.serialize_args(args, kwargs, f"remote function {self._name}")
         spec = P.task_spec(task_id, rt.ident, func_id, args_blob, nret, res, retries, retry_exc,
                            name, rt.job if renv is None else _runtime_env.job_for(rt, renv))
         rt.owner.keep(task_id, self)   # lives until its tasks are done (they need its blob)
+        out = open_stream(rt, task_id, nret, refs[0]) if nret < 0 else None
         rt.submitter.submit(spec, deps, held, oids)
         if nret == 1:
             return refs[0]
-        return None if nret == 0 else refs
+        return out if nret < 0 else None if nret == 0 else refs
 
 
 class _Bound:
@@ -137,6 +147,13 @@ class _Bound:
 
     def bind(self, *args: Any, **kwargs: Any) -> Any:
         return self._fn._bind(args, kwargs, self._options)
+
+
+def _check_generator(options: dict, generator: bool) -> None:
+    n = options.get("num_returns")
+    if n in ("streaming", "dynamic") and not generator:
+        raise ValueError(f"num_returns={n!r} can only be used with generator functions (functions "
+                         "that use 'yield'). The decorated function is not a generator function.")
 
 
 def _signature(function: Callable) -> inspect.Signature | None:

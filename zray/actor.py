@@ -13,6 +13,7 @@ from . import _options, _runtime_env, _strategies
 from . import _protocol as P
 from . import _serialization as S
 from ._context import ActorExit, current_context, runtime_or_init, worker_host
+from ._generator import open_stream
 from ._object_ref import ObjectRef
 
 __all__ = ["ActorClass", "ActorHandle", "ActorMethod", "exit_actor", "method"]
@@ -43,6 +44,9 @@ def _method_table(cls: type) -> tuple[dict, bool]:
         if name.startswith("__") and name not in ("__call__",):
             continue
         opts = getattr(fn, "__zray_method_options__", {})
+        if "num_returns" not in opts and (inspect.isgeneratorfunction(fn)
+                                          or inspect.isasyncgenfunction(fn)):
+            opts = {**opts, "num_returns": "streaming"}   # as in Ray
         methods[name] = opts
         if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
             is_async = True
@@ -230,8 +234,10 @@ class ActorMethod:
         h = self._handle
         opts = self._options
         nret = opts.get("num_returns", 1)
+        if type(nret) is not int:   # a generator method
+            nret = _options.wire_nret(nret, opts)
         task_id = rt.ids.task_id()
-        oids = [P.object_id(task_id, i) for i in range(nret)]
+        oids = [P.object_id(task_id, i) for i in range(nret if nret >= 0 else 1)]
         refs = rt.owner.new_refs(oids)
         args_blob, deps, held = rt.submitter.serialize_args(args, kwargs, self._qualname)
         retry_exc = opts.get("retry_exceptions", False)
@@ -241,10 +247,11 @@ class ActorMethod:
         spec = P.task_spec(task_id, rt.ident, b"", args_blob, nret, {}, retries, retry_exc,
                            opts.get("name") or self._qualname, rt.job, h._actor_id, self._name)
         rt.owner.keep(task_id, h._token)   # the actor lives until this call is done
+        out = open_stream(rt, task_id, nret, refs[0]) if nret < 0 else None
         rt.submitter.submit(spec, deps, held, oids)
         if nret == 1:
             return refs[0]
-        return None if nret == 0 else refs
+        return out if nret < 0 else None if nret == 0 else refs
 
 
 def _job_of(rt: Any, options: dict, name: str) -> list:

@@ -35,6 +35,7 @@ METRIC_NAMES = (
     "single_client_tasks_sync",
     "single_client_tasks_async",
     "multi_client_tasks_async",
+    "generator_items",
     "1_1_actor_calls_sync",
     "1_1_actor_calls_async",
     "1_1_actor_calls_concurrent",

@@ -12,12 +12,13 @@ def build_remotes(ray):
     value to their workers: no worker ever imports this module (Ray's workers
     could not, zray is not installed in Ray's interpreter).
     """
-    small_value, first_item, work = _functions(ray)
+    small_value, first_item, work, items = _functions(ray)
     Actor, AsyncActor, Client = _actor_classes(ray, small_value)
     return types.SimpleNamespace(
         small_value=small_value,
         first_item=first_item,
         work=work,
+        items=items,
         Actor=Actor,
         AsyncActor=AsyncActor,
         Client=Client,
@@ -38,7 +39,12 @@ def _functions(ray):
         k = len(actors)
         ray.get([actors[i % k].small_value.remote() for i in range(n)])
 
-    return small_value, first_item, work
+    @ray.remote
+    def items(n):
+        for _ in range(n):
+            yield b"ok"
+
+    return small_value, first_item, work, items
 
 
 def _actor_classes(ray, small_value):

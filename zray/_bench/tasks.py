@@ -37,8 +37,21 @@ def multi_client_tasks_async(rn):
         rn.kill(*actors)
 
 
+def generator_items(rn):
+    """A generator task's items (``batch`` per task), each got as it arrives."""
+    ray, r = rn.ray, rn.r
+    n = rn.cfg.batch
+
+    def stream():
+        for ref in r.items.remote(n):
+            ray.get(ref)
+
+    rn.timeit("generator_items", stream, n)
+
+
 METRICS = {
     "single_client_tasks_sync": single_client_tasks_sync,
     "single_client_tasks_async": single_client_tasks_async,
     "multi_client_tasks_async": multi_client_tasks_async,
+    "generator_items": generator_items,
 }

@@ -78,7 +78,7 @@ class ActorHost:
         self.rt = rt
         self.address = address          # where callers reach it directly
         self.gpus = gpus
-        self.ex = Executor(rt, self._emit)
+        self.ex = Executor(rt, self._emit, self._emit_item)
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
         # The I/O thread wakes a sync actor's main thread through this eventfd for
         # what comes through the node (the main thread polls it with its socket).
@@ -209,6 +209,17 @@ class ActorHost:
         else:
             self.rt.reply(spec[P.T_ASSIGNED], result)
 
+    def _emit_item(self, spec: list, row: list) -> None:
+        """An item a generator call yielded: on the way its result will take."""
+        flush_output()
+        if not is_direct(spec):
+            self.rt.send(P.ITEMS, [row])
+        elif self.endpoint is not None:   # sent from this thread, now
+            self.rt.flush_sync()   # (the borrows it registered go first)
+            self.endpoint.send_items(spec[P.T_ASSIGNED], [row])
+        else:
+            self.rt.reply_item(spec[P.T_ASSIGNED], row)
+
     def _run_inbox(self) -> None:
         while True:
             item = self.inbox.get()
@@ -336,7 +347,9 @@ class ActorHost:
                                         self.gpus, self.prefix, spec))
                 args, kwargs = fill_slots(spec[P.T_ARGS], spec[P.T_SLOTS])
                 result = method_of(self.instance, spec[P.T_METHOD])(*args, **kwargs)
-                if inspect.isawaitable(result):
+                if spec[P.T_NRET] < 0:   # a generator: its items go out as they come
+                    await self.ex.producers.run_async(spec, result)
+                elif inspect.isawaitable(result):
                     result = await result
             self._emit(spec, self.ex.pack(spec, result))
         except asyncio.CancelledError:
@@ -346,7 +359,7 @@ class ActorHost:
             if not self.stop_future.done():
                 self.stop_future.set_result(None)
         except Exception as exc:
-            self._emit(spec, P.error_result(spec, S.dumps_error(exc, name, os.getpid())))
+            self._emit(spec, self.ex.error_row(spec, exc))
         finally:
             self.async_tasks.pop(spec[P.T_ID], None)
             flush_output()

@@ -82,6 +82,15 @@ class Endpoint:
         else:
             out.append(result)
 
+    def send_items(self, to: bytes, rows: list) -> None:
+        """Send a generator's items to the caller `to` now, behind the results queued."""
+        self.flush()
+        try:
+            self.sock.send(to, _SNDMORE)
+            self.sock.send(P.encode(P.ITEMS, rows))
+        except zmq.ZMQError:
+            pass  # the caller is gone
+
     def flush(self) -> None:
         if not self._out:
             return

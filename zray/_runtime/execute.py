@@ -15,6 +15,7 @@ from .._context import ActorExit
 from ..exceptions import ObjectStoreFullError, RaySystemError, TaskCancelledError
 from .events import EVENTS
 from .runtime import Runtime
+from .streams import Producers
 from .submit import fill_slots
 
 __all__ = ["STOP", "ActorExit", "Executor", "adopt_job", "flush_output"]
@@ -26,9 +27,13 @@ class Executor:
     """The functions a worker was sent, and how it runs them. emit(spec, row) sends a
     finished task's result row on its way (the worker decides which way)."""
 
-    def __init__(self, rt: Runtime, emit: Callable[[list, list], None]) -> None:
+    def __init__(self, rt: Runtime, emit: Callable[[list, list], None],
+                 emit_item: Callable[[list, list], None] | None = None) -> None:
         self.rt = rt
         self.emit = emit
+        # Generator tasks: their items go out with emit_item (on the path emit takes).
+        self.producers = Producers(rt, emit_item or (lambda spec, row: None))
+        rt.on_gen_ack = self.producers.on_ack
         self.blobs: dict[bytes, bytes] = {}
         self.funcs: dict[bytes, Any] = {}
         self.cancelled: set[bytes] = set()
@@ -77,7 +82,7 @@ class Executor:
                     return
                 if retry and P.spend_retry(spec):
                     continue
-                self.emit(spec, P.error_result(spec, S.dumps_error(exc, spec[P.T_NAME], os.getpid())))
+                self.emit(spec, self.error_row(spec, exc))
                 return
         if self.cancelled and task_id in self.cancelled:
             # Cancelled while it ran, and it returned (a sync actor's call is not
@@ -87,20 +92,36 @@ class Executor:
             return
         self.emit(spec, self.pack(spec, result))
 
-    @staticmethod
-    def _call(spec: list, target: Callable[[], Any]) -> Any:
+    def _call(self, spec: list, target: Callable[[], Any]) -> Any:
         fn = target()
         args, kwargs = fill_slots(spec[P.T_ARGS], spec[P.T_SLOTS])
+        if spec[P.T_NRET] < 0:   # a generator: its items go out as they come
+            self.producers.run(spec, fn(*args, **kwargs))
+            return None
         return fn(*args, **kwargs)
 
     def fail(self, spec: list, exc: BaseException) -> None:
         """Emit an error of zray's own (cancelled, actor exited) for `spec`."""
+        if spec[P.T_NRET] < 0:
+            self.producers.end(spec)
         self.emit(spec, P.error_result(spec, S.dumps_system_error(exc)))
+
+    def error_row(self, spec: list, exc: BaseException) -> list:
+        """The result row of a task that raised `exc` (a generator's: sent as its
+        next item first)."""
+        blob = S.dumps_error(exc, spec[P.T_NAME], os.getpid())
+        if spec[P.T_NRET] < 0:
+            self.producers.error(spec, blob)
+            self.producers.end(spec)
+        return P.error_result(spec, blob)
 
     def pack(self, spec: list, result: Any) -> list:
         """The result row of a task that returned `result`: each return value pickled
         (and the refs inside it held for the owner), or the error that prevented it."""
         nret, name = spec[P.T_NRET], spec[P.T_NAME]
+        if nret < 0:   # a generator's end (its items went out as they came)
+            self.producers.end(spec)
+            return P.ok_result(spec, [_NONE], None)
         values = _returns(result, nret, name)
         if isinstance(values, BaseException):
             return P.error_result(spec, S.dumps_error(values, name, os.getpid()))
@@ -116,6 +137,9 @@ class Executor:
             blobs.append(blob)
             contained.append(self.rt.owner.hold_pairs(refs) if refs else None)
         return P.ok_result(spec, blobs, contained if any(contained) else None)
+
+
+_NONE = S.dumps(None)[0]
 
 
 def _returns(result: Any, nret: int, name: str) -> list | BaseException:

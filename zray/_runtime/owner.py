@@ -18,6 +18,7 @@ from .._log import get_logger
 from .._object_ref import ObjectRef
 from .._object_store import STORE
 from ..exceptions import GetTimeoutError, ObjectLostError, ObjectStoreFullError
+from .streams import Streams
 from .table import ERROR, PENDING, READY, ObjectTable, Waiter
 from .transport import Op, Transport
 
@@ -46,6 +47,7 @@ class Owner:
         # and take back the tasks queued behind it.
         self.block_hook: Callable[[bool], None] | None = None
         self.on_direct_result: Callable[[bytes], None] = lambda task_id: None
+        self.streams = Streams(self)   # the generator tasks this process called
 
     # -- refs (any thread) ---------------------------------------------------------
     def new_refs(self, oids: list[bytes]) -> list[ObjectRef]:
@@ -175,6 +177,8 @@ class Owner:
         # worker can overtake that BORROW, so the holds of a direct call are dropped
         # through the node too, behind it.
         self.untrack(task_id, via_node=direct)
+        if self.streams.live and task_id in self.streams.live and self._stream_result(r):
+            return
         if r[P.R_STATUS] == P.OK:
             contained = r[P.R_CONTAINED] or []
             for i, blob in enumerate(r[P.R_PAYLOAD]):
@@ -183,6 +187,21 @@ class Owner:
         else:
             for i in range(P.error_returns(r)):
                 self.resolve(P.object_id(task_id, i), ERROR, r[P.R_PAYLOAD], None)
+
+    def _stream_result(self, r: list) -> bool:
+        """A generator task's result ends its stream; True if that resolved its return
+        too (a dynamic generator's: its items' refs)."""
+        task_id, ok = r[P.R_TASK], r[P.R_STATUS] == P.OK
+        stream = self.streams.live[task_id]
+        user_error = stream.failed   # the generator raised (an item), or the system failed
+        self.streams.end(task_id, None if ok else r[P.R_PAYLOAD])
+        if not stream.dynamic or not (ok or user_error):
+            return False
+        if ok and r[P.R_PAYLOAD] and type(r[P.R_PAYLOAD][0]) is list:
+            STORE.free(r[P.R_PAYLOAD][0])   # (the task's own return: None, never stored)
+        blob, held = self.streams.dynamic_value(stream)
+        self.resolve(P.object_id(task_id, 0), READY, blob, held, owned=True)
+        return True
 
     def resolve(self, oid: bytes, state: int, data: Any, contained: list | None,
                 owned: bool = False) -> None:
@@ -213,6 +232,7 @@ class Owner:
     def fail_pending(self, exc: BaseException) -> None:
         """Every object still pending fails with `exc` (the node broker is gone)."""
         blob = S.dumps_system_error(exc)
+        self.streams.end_all(blob)
         for oid, entry in list(self.table.entries.items()):
             if entry.state == PENDING:
                 self.resolve(oid, ERROR, blob, None)

@@ -35,6 +35,7 @@ class Peers:
         self.lock = threading.Lock()
         self.blobs = blobs            # func_id -> pickled function, of this process's functions
         self.on_result = on_result    # a result (or a local failure) for the owner
+        self.on_items: Callable[[list], None] = lambda rows: None   # a generator's (streams.py)
         self.socks: dict[tuple, zmq.Socket] = {}
         self.unopened: set[tuple] = set()   # peers whose socket could not be opened
         self.adopted: dict[zmq.Socket, tuple] = {}   # socket -> (spec, worker_id)
@@ -183,6 +184,9 @@ class Peers:
             sock.close()
 
     def _on_message(self, peer: tuple, mtype: int, fields: list) -> None:
+        if mtype == P.ITEMS:   # a generator's items, before its result
+            self.on_items(fields[0])
+            return
         P.expect(mtype, (P.RESULTS,))
         kind, key = peer
         for r in fields[0]:

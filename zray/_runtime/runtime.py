@@ -65,6 +65,7 @@ class Runtime:
         self.submitter = Submitter(self.owner, self.t)
         self.lanes = Lanes(CONFIG.lease_linger_s)
         self.peers = Peers(self.t, self.lanes, self.submitter.blobs, self._on_direct_result)
+        self.peers.on_items = self.owner.streams.on_items
         self.sync = SyncLane(self.t, self.peers, self.owner)
         self.room = RoomAsks(self.t)   # a full /dev/shm: the node spills first
         self.direct_address = direct_address   # a task worker's callers' socket
@@ -79,6 +80,7 @@ class Runtime:
         self.on_cancel: Callable[[bytes], None] | None = None
         self.on_shutdown: Callable[[], None] | None = None
         self.on_create_actor: Callable[[list], None] | None = None
+        self.on_gen_ack: Callable[[list], None] | None = None   # a worker's (streams.py)
         self._wire()
 
     def _wire(self) -> None:
@@ -92,7 +94,7 @@ class Runtime:
         t.ops = {Op.CALL: self.peers.call, Op.CANCEL: self.peers.cancel, Op.KILL: self.peers.kill,
                  Op.RELEASE: self.peers.release, Op.REPLY: self._reply, Op.OPEN: self._open,
                  Op.BARRIER: lambda event: event.set(), Op.LANES: self.peers.do,
-                 Op.ADOPT: self.peers.adopt}
+                 Op.ADOPT: self.peers.adopt, Op.ITEM: self._reply_item}
         self._handlers = {
             P.RESULTS: self._on_results, P.OBJECT: self.owner.on_object,
             P.FETCH: self.owner.on_fetch, P.BORROW: self.owner.on_borrow,
@@ -101,7 +103,8 @@ class Runtime:
             P.LEASED: self.peers.on_leased, P.LEASE_LOST: self.peers.on_lease_lost,
             P.ACTOR_ADDR: self.peers.on_actor_address, P.WELCOME: self._on_welcome,
             P.SHUTDOWN: self._on_node_shutdown, P.TASKS: self._on_tasks,
-            P.ROOM_MADE: self.room.on_made,
+            P.ROOM_MADE: self.room.on_made, P.ITEMS: lambda f: self.owner.streams.on_items(f[0]),
+            P.GEN_ACK: lambda f: self.on_gen_ack and self.on_gen_ack(f),
             P.CANCEL: lambda f: self.on_cancel and self.on_cancel(f[0]),
             P.CREATE_ACTOR: lambda f: self.on_create_actor and self.on_create_actor(f[0]),
         }
@@ -194,6 +197,11 @@ class Runtime:
         assert endpoint is not None, "REPLY answers a call that came through the endpoint"
         endpoint.reply(to, result)
 
+    def _reply_item(self, to: bytes, row: list) -> None:
+        endpoint = self.endpoint
+        assert endpoint is not None, "ITEM answers a call that came through the endpoint"
+        endpoint.send_items(to, [row])
+
     # -- the I/O thread: what the node sends -----------------------------------------
     def _on_message(self, mtype: int, fields: list) -> None:
         handler = self._handlers.get(mtype)
@@ -274,7 +282,7 @@ class Runtime:
         runs it on its sync lane (sync.py)."""
         claim = self.t.last_claim
         if claim is not None and claim.spec is not None and len(refs) == 1 \
-                and refs[0]._id[:16] == claim.spec[P.T_ID] \
+                and refs[0]._id[:16] == claim.spec[P.T_ID] and claim.spec[P.T_NRET] >= 0 \
                 and threading.get_ident() == self.t.main_tid:
             deadline = None if timeout is None else time.monotonic() + timeout
             if not self.sync.try_get(claim, timeout) and deadline is not None:
@@ -312,6 +320,10 @@ class Runtime:
     def reply(self, to: bytes, result: list) -> None:
         """Send the result of a call that came straight from its caller back that way."""
         self.t.post(Op.REPLY, to, result)
+
+    def reply_item(self, to: bytes, row: list) -> None:
+        """reply() for an item a generator yielded (streams.py)."""
+        self.t.post(Op.ITEM, to, row)
 
     def head_call(self, op: str, args: list, timeout: float | None = 10.0) -> Any:
         """A request to the head broker's control store, through the node."""

@@ -41,6 +41,7 @@ class Op(enum.IntEnum):
     LANES = 10    # actions: lanes' decisions a user thread made, for the I/O thread
     ADOPT = 11    # socket, spec, worker_id: a user thread's socket with a call in flight
                   #   (its get() timed out): the I/O thread reads the result and closes it
+    ITEM = 12     # reply_to, item row: a generator's item, back on the callers' endpoint
 
 
 class Claim:

@@ -36,7 +36,7 @@ _log = get_logger("worker")
 class TaskWorker:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
-        self.ex = Executor(rt, self._emit)
+        self.ex = Executor(rt, self._emit, self._emit_item)
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
         # While the running task blocks in get(), tasks queued behind it go back to
         # the node (they may be what it waits for); guarded with the inbox.
@@ -138,6 +138,14 @@ class TaskWorker:
             self.rt.reply(spec[P.T_ASSIGNED], result)
         else:
             self.rt.send(P.RESULTS, [result])
+
+
+    def _emit_item(self, spec: list, row: list) -> None:
+        flush_output()
+        if is_direct(spec):
+            self.rt.reply_item(spec[P.T_ASSIGNED], row)
+        else:
+            self.rt.send(P.ITEMS, [row])
 
 
 def main(address: str, node_id: bytes, worker_id: bytes, actor_id: bytes | None, gpus: list,

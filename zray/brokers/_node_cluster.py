@@ -188,7 +188,7 @@ class NodeCluster:
         names: list = []
         if _MARK in header:
             mtype, fields = P.decode(header)
-            if mtype == P.RESULTS and type(fields[0]) is list:
+            if (mtype == P.RESULTS or mtype == P.ITEMS) and type(fields[0]) is list:
                 for result in fields[0]:
                     if type(result) is list and len(result) > P.R_PAYLOAD:
                         stored_in(result[P.R_PAYLOAD], names)

@@ -34,6 +34,20 @@ class ObjectRelay:
         self._fetching.get(ident, set()).discard((f[0], f[1]))
         self._send(f[1], P.OBJECT, *f)
 
+    def on_items(self, ident: bytes, f: list) -> None:
+        """A generator task's items (the node does not look inside): to their owners."""
+        by_owner: dict[bytes, list] = {}
+        for row in f[0]:
+            if type(row) is list and len(row) > P.ITEM_OWNER and type(row[P.ITEM_OWNER]) is bytes:
+                by_owner.setdefault(row[P.ITEM_OWNER], []).append(row)
+        for owner, rows in by_owner.items():
+            self._send(owner, P.ITEMS, rows)
+
+    def on_gen_ack(self, ident: bytes, f: list) -> None:
+        """A generator's caller took items: to the process that runs the generator."""
+        if type(f[0]) is bytes:
+            self._send(f[0], P.GEN_ACK, *f)
+
     def process_gone(self, ident: bytes) -> None:
         """Whoever waits for an object the process `ident` owned learns that it is lost."""
         for oid, requester in self._fetching.pop(ident, ()):

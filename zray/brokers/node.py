@@ -87,6 +87,7 @@ class NodeBroker:
             P.LOG: self._on_log, P.HEAD_CALL: self._on_head_call, P.STATS: self._on_stats,
             P.HELLO: self._on_hello, P.SHUTDOWN: self._on_shutdown,
             P.TASK_EVENTS: self._on_task_events, P.JOB_END: self.jobs.on_job_end,
+            P.ITEMS: self.objects.on_items, P.GEN_ACK: self.objects.on_gen_ack,
         }
         self._head_handlers = {
             P.HEAD_REPLY: self.cluster.on_head_reply, P.WARN: self._relay, P.PLACE: self._on_place,
