@@ -131,7 +131,7 @@ def node_field_garbage() -> list[list[bytes]]:
         [e(P.CANCEL, [1], 0)], [e(P.CANCEL, b"no-such-task", True)],
         [e(P.KILL_ACTOR, b"no-such-actor", True)], [e(P.KILL_ACTOR, {}, 0)],
         [e(P.RELEASE_ACTOR, [])],
-        [e(P.BORROW, b"nobody", [b"x"], 1)], [e(P.BORROW, 5, 5, 5)],
+        [e(P.BORROW, b"nobody", [b"x"], 1, True)], [e(P.BORROW, 5, 5, 5, True)],
         [e(P.FETCH, b"x", b"nobody", b"nobody")], [e(P.FETCH, 1, 2, 3)],
         [e(P.OBJECT, b"x", b"nobody", 0, b"", None)], [e(P.OBJECT, 1, [], 0, 0, 0)],
         [e(P.RESULTS, 5)], [e(P.RESULTS, [[b"t", b"nobody", 0, [], None]])],

@@ -35,7 +35,9 @@ CREATE_ACTOR = 7   # actor spec                                   client -> node
 BLOCKED = 8        # is_blocked, [task ids handed back]           worker -> node
 FETCH = 9          # object_id, owner, requester                  borrower -> node -> owner
 OBJECT = 10        # object_id, requester, status, blob, contained owner -> node -> borrower
-BORROW = 11        # owner, [object_id, ...], delta               client -> node -> owner
+BORROW = 11        # owner, [object_id, ...], delta, own          client -> node -> owner
+                   # own: a ref of the sender itself (not a hold of a value it
+                   # sent): its node releases what is left of it when the sender dies
 CANCEL = 12        # task_id, force                               client -> node -> worker
 KILL_ACTOR = 13    # actor_id, no_restart                         client -> node
 RELEASE_ACTOR = 14  # actor_id, sent_direct                        owner -> node (-> actor)
@@ -100,7 +102,7 @@ JOB_END = 46       # job_id                                       driver -> node
 
 _ARITY = {
     HELLO: 4, WELCOME: 2, SUBMIT: 1, FUNC: 2, TASKS: 2, RESULTS: 1, CREATE_ACTOR: 1,
-    BLOCKED: 2, FETCH: 3, OBJECT: 5, BORROW: 3, CANCEL: 2, KILL_ACTOR: 2,
+    BLOCKED: 2, FETCH: 3, OBJECT: 5, BORROW: 4, CANCEL: 2, KILL_ACTOR: 2,
     RELEASE_ACTOR: 2, LOG: 3, WARN: 2, HEAD_CALL: 4, HEAD_REPLY: 4, SHUTDOWN: 1,
     ACTOR_READY: 3, LOOKUP: 1, ACTOR_ADDR: 4, LEASE: 2, LEASED: 3, UNLEASE: 2, LEASE_LOST: 1,
     STORE: 3, STATS: 2, NODE_HELLO: 4, HEARTBEAT: 3, SPILLBACK: 2, PLACE: 2, ACTOR_EVENT: 3,

@@ -57,7 +57,7 @@ class Owner:
     def adopt_ref(self, oid: bytes, owner: bytes) -> ObjectRef:
         """An ObjectRef for `oid` met in an unpickled value."""
         if self.table.adopt(oid, owner):
-            self.t.send(P.BORROW, owner, [oid], 1)
+            self.t.send(P.BORROW, owner, [oid], 1, True)
         return ObjectRef(oid, owner, self)
 
     def owner_of(self, oid: bytes) -> bytes | None:
@@ -70,7 +70,7 @@ class Owner:
         an object this process owned and has freed resolves to ObjectLostError."""
         freed = owner == self.ident and oid not in self.table.entries
         if self.table.adopt(oid, owner):
-            self.t.send(P.BORROW, owner, [oid], 1)
+            self.t.send(P.BORROW, owner, [oid], 1, True)
         if freed:
             self.resolve(oid, ERROR, S.dumps_system_error(ObjectLostError(
                 oid.hex(), f"Object {oid.hex()} was freed by its owner (this process) before "
@@ -100,7 +100,7 @@ class Owner:
     def hold_pairs(self, pairs: list) -> list:
         """Make these (object_id, owner) pairs held by a blob about to be sent."""
         for oid, owner in self.table.hold(pairs):
-            self.t.send(P.BORROW, owner, [oid], 1)
+            self.t.send(P.BORROW, owner, [oid], 1, False)
         return [(oid, owner) for oid, owner in pairs]
 
     def release_pairs(self, pairs: list, via_node: bool = False) -> None:
@@ -113,7 +113,7 @@ class Owner:
                 if entry is not None:
                     self._free(oid, entry)
             else:
-                self.t.send(P.BORROW, owner, [oid], -1)
+                self.t.send(P.BORROW, owner, [oid], -1, False)
 
     def track(self, task_id: bytes, held: list, args: Any) -> None:
         """A submitted task keeps its args' holds and segment until its result."""
@@ -151,7 +151,7 @@ class Owner:
                 continue
             if tell_owner:
                 # Unnumbered (0): no claim waits for it to be handled.
-                self.t.outbox.append((Op.NODE, (P.BORROW, (entry.owner, [oid], -1)), 0))
+                self.t.outbox.append((Op.NODE, (P.BORROW, (entry.owner, [oid], -1, True)), 0))
             queued = self._free(oid, entry) or tell_owner or queued
         if queued:
             self.t.nudge()

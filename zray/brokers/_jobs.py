@@ -47,6 +47,7 @@ class Jobs:
             os.close(fd)
         job_id = self._job.pop(ident, None)
         self.n.clients.drivers.pop(ident, None)
+        self.n.objects.process_gone(ident)   # (what it borrowed is released)
         if job_id is None or job_id in self.ended:
             return
         self.n.cluster.to_other_nodes(ident, P.encode(P.JOB_END, job_id))

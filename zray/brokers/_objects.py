@@ -3,13 +3,15 @@ back (a borrower whose owner died gets OwnerDiedError, never a hang), BORROW hol
 relayed, and the shared-memory store's accounting from STORE reports and ROOM asks."""
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable
 
 from .. import _protocol as P
 from ..exceptions import ProtocolError
 from ._failures import owner_died_blob
 from ._store import NodeStore
+
+_GONE_KEPT = 10_000   # ended processes remembered (their late messages come within seconds)
 
 
 class ObjectRelay:
@@ -18,10 +20,29 @@ class ObjectRelay:
         self.store = store
         self._prefix = store_prefix             # segments of this node's session
         self._fetching: dict[bytes, set] = defaultdict(set)   # owner -> {(oid, requester)}
+        # What each process of this node borrows by refs of its own (BORROW `own`):
+        # released for it when it ends, or its owner would keep the object (an actor
+        # whose handle it held) for good. Processes gone: their late BORROWs are dropped.
+        self._borrowed: dict[bytes, dict[tuple[bytes, bytes], int]] = {}
+        self._gone: OrderedDict[bytes, None] = OrderedDict()
 
     # Handlers of the node's client messages: (sender identity, fields).
     def on_borrow(self, ident: bytes, f: list) -> None:
-        self._send(f[0], P.BORROW, f[0], f[1], f[2])
+        owner, oids, delta, own = f
+        if own:
+            if ident in self._gone:
+                return   # released when it ended
+            if type(owner) is not bytes or type(delta) is not int or type(oids) is not list:
+                raise ProtocolError("BORROW wants an owner, a list of object ids and a delta")
+            held = self._borrowed.setdefault(ident, {})
+            for oid in oids:
+                key = (owner, oid if type(oid) is bytes else b"")
+                n = held.get(key, 0) + delta
+                if n:
+                    held[key] = n
+                else:
+                    held.pop(key, None)
+        self._send(owner, P.BORROW, owner, oids, delta, own)
 
     def on_fetch(self, ident: bytes, f: list) -> None:
         oid, owner, requester = f
@@ -49,9 +70,16 @@ class ObjectRelay:
             self._send(f[0], P.GEN_ACK, *f)
 
     def process_gone(self, ident: bytes) -> None:
-        """Whoever waits for an object the process `ident` owned learns that it is lost."""
+        """Whoever waits for an object the process `ident` owned learns that it is lost,
+        and what it borrowed is released."""
         for oid, requester in self._fetching.pop(ident, ()):
             self._owner_died(oid, requester)
+        self._gone[ident] = None
+        if len(self._gone) > _GONE_KEPT:
+            self._gone.popitem(last=False)
+        for (owner, oid), n in self._borrowed.pop(ident, {}).items():
+            if n > 0 and owner != ident:
+                self._send(owner, P.BORROW, owner, [oid], -n, False)
 
     def _owner_died(self, oid: bytes, requester: bytes) -> None:
         self._send(requester, P.OBJECT, oid, requester, P.ERROR, owner_died_blob(oid), None)
