@@ -114,6 +114,14 @@ class Config:
     task_events: bool = True
     task_events_s: float = 1.0
     task_history: int = 10_000
+    # tqdm_ray bars in a driver (zray/_progress.py): where stderr is not a terminal, a
+    # bar's line is printed at most every tqdm_line_interval_s (and at its end); on a
+    # terminal without the tqdm package, the bars are redrawn at most every tqdm_redraw_s
+    # (tqdm's own mininterval); print() makes way for them unless tqdm_patch_print is off
+    # (Ray's RAY_TQDM_PATCH_PRINT).
+    tqdm_line_interval_s: float = 0.5
+    tqdm_redraw_s: float = 0.1
+    tqdm_patch_print: bool = True
 
     @classmethod
     def from_env(cls) -> Config:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .. import _context
+from .. import _context, _progress
 from .. import _protocol as P
 from .._config import CONFIG
 from .._log import get_logger
@@ -260,10 +260,13 @@ class Runtime:
             self._fail_everything(RuntimeError(f"the cluster shut down ({f[0]})"))
 
     def _on_log(self, f: list) -> None:
+        if f[1].startswith(_progress.MAGIC) and _progress.on_line(f[0], f[1]):
+            return   # a tqdm_ray bar's state, shown as a bar (zray/_progress.py)
         stream = sys.stderr if f[2] else sys.stdout
         try:
-            stream.write("".join(f"{f[0]} {line}\n" for line in f[1].splitlines()))
-            stream.flush()
+            with _progress.hidden():   # bars on a terminal make way (a no-op without bars)
+                stream.write("".join(f"{f[0]} {line}\n" for line in f[1].splitlines()))
+                stream.flush()
         except Exception:
             pass
 
