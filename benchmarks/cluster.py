@@ -11,6 +11,7 @@ Workloads (each the median of --rounds timed rounds after a warm-up):
   remote_actor     calls to an actor on another node (async: submit all, then get)
   sleep_scaling_N  40 tasks of 50 ms, SPREAD over N nodes of 1 CPU (N = 1, 2, 4): tasks/s
   object_pull      a 100 MB array made on another node, read by the driver: GB/s
+  object_pull_alone  the same, already made (put by an actor there): the pull alone, GB/s
 Ray's nodes all share this machine's address (cluster_utils); zray's are network
 namespaces (own address, own /dev/shm) reached over tcp with CurveZMQ.
 """
@@ -51,10 +52,14 @@ def _timed(fn, rounds: int) -> float:
     return statistics.median(times)
 
 
-def run(use_ray: bool, rounds: int, secure: bool = True) -> dict:
+def run(use_ray: bool, rounds: int, secure: bool = True, only: str = "") -> dict:
     rt, start = _framework(use_ray, secure)
     import numpy as np
     out: dict = {}
+
+    def want(name: str) -> bool:
+        return only in name
+
     cluster = start(num_cpus=1)
     try:
         cluster.add_node(num_cpus=1, resources={"far": 1000})
@@ -74,16 +79,24 @@ def run(use_ray: bool, rounds: int, secure: bool = True) -> dict:
             def make(self, n):
                 return np.ones(n, dtype=np.uint8)
 
+            def put(self, n):
+                return [rt.put(np.ones(n, dtype=np.uint8))]
+
         n = 1000
         far = noop.options(resources={"far": 0.001})
-        out["placed_tasks"] = n / _timed(lambda: rt.get([far.remote() for _ in range(n)]), rounds)
+        if want("placed_tasks"):
+            out["placed_tasks"] = n / _timed(lambda: rt.get([far.remote() for _ in range(n)]),
+                                             rounds)
         spread = noop.options(scheduling_strategy="SPREAD")
-        out["spread_tasks"] = n / _timed(lambda: rt.get([spread.remote() for _ in range(n)]), rounds)
+        if want("spread_tasks"):
+            out["spread_tasks"] = n / _timed(lambda: rt.get([spread.remote() for _ in range(n)]),
+                                             rounds)
         actor = Far.remote()
         rt.get(actor.call.remote())
         m = 2000
-        out["remote_actor"] = m / _timed(lambda: rt.get([actor.call.remote() for _ in range(m)]),
-                                         rounds)
+        if want("remote_actor"):
+            out["remote_actor"] = m / _timed(
+                lambda: rt.get([actor.call.remote() for _ in range(m)]), rounds)
         size = 100 * 1024 * 1024
 
         def pull():
@@ -93,13 +106,31 @@ def run(use_ray: bool, rounds: int, secure: bool = True) -> dict:
             assert value.nbytes == size
             del value, ref
         # (The make on the far node is in the time; measured alone it is ~0.04 s here.)
-        out["object_pull"] = size / 1e9 / _timed(pull, rounds)
+        if want("object_pull"):
+            out["object_pull"] = size / 1e9 / _timed(pull, rounds)
+        if want("object_pull_alone"):
+            out["object_pull_alone"] = size / 1e9 / _timed_pull(rt, actor, size, rounds)
     finally:
         rt.shutdown()
         cluster.shutdown()
     for nodes in (1, 2, 4):
-        out[f"sleep_scaling_{nodes}"] = _scaling(rt, start, nodes, rounds)
+        if want(f"sleep_scaling_{nodes}"):
+            out[f"sleep_scaling_{nodes}"] = _scaling(rt, start, nodes, rounds)
     return out
+
+
+def _timed_pull(rt, actor, size: int, rounds: int) -> float:
+    """The median time of a get of `size` bytes an actor on another node put: the pull."""
+    times = []
+    for i in range(rounds + 1):           # (the first: a warm-up)
+        [ref] = rt.get(actor.put.remote(size))
+        t0 = time.perf_counter()
+        value = rt.get(ref)
+        if i:
+            times.append(time.perf_counter() - t0)
+        assert value.nbytes == size
+        del value, ref
+    return statistics.median(times)
 
 
 def placement_rate(nodes: int = 100, batch: int = 10_000) -> tuple[float, float]:
@@ -151,9 +182,11 @@ def main() -> int:
                     help="zray's nodes without CurveZMQ (as Ray's, which does not encrypt)")
     ap.add_argument("--compare-ray", metavar="RAY_PYTHON", default=None,
                     help="also run this script under RAY_PYTHON --ray and print both")
+    ap.add_argument("--only", default="", metavar="TEXT",
+                    help="only the workloads whose name contains TEXT (e.g. object_pull)")
     args = ap.parse_args()
-    figures = run(args.ray, args.rounds, not args.insecure)
-    if not args.ray:
+    figures = run(args.ray, args.rounds, not args.insecure, args.only)
+    if not args.ray and any(args.only in name for name in ("head_place_batch", "head_pick_node")):
         figures["head_place_batch"], figures["head_pick_node"] = placement_rate()
     if args.json:
         print(json.dumps(figures))
@@ -161,12 +194,13 @@ def main() -> int:
     ray_figures: dict = {}
     if args.compare_ray:
         proc = subprocess.run([args.compare_ray, os.path.abspath(__file__), "--ray", "--json",
-                               "--rounds", str(args.rounds)], capture_output=True, text=True)
+                               "--rounds", str(args.rounds), "--only", args.only],
+                              capture_output=True, text=True)
         if proc.returncode:
             print(proc.stderr[-2000:], file=sys.stderr)
         else:
             ray_figures = json.loads(proc.stdout.strip().splitlines()[-1])
-    unit = {"object_pull": "GB/s"}
+    unit = {"object_pull": "GB/s", "object_pull_alone": "GB/s"}
     print(f"{'workload':<18} {'zray' if not args.ray else 'ray':>12} {'Ray 2.60':>12} {'ratio':>7}")
     for key, value in figures.items():
         other = ray_figures.get(key)

@@ -86,7 +86,7 @@ def test_get_rejects_list_with_non_ref(shared):
         zray.get([zray.put(1), 2], timeout=5)
 
 
-@pytest.mark.parametrize("timeout", [-1, -0.5, "1"])
+@pytest.mark.parametrize("timeout", [-2, -0.5, "1"])   # (-1: no timeout, as in Ray)
 def test_get_rejects_bad_timeout(shared, timeout):
     with pytest.raises(ValueError, match="timeout"):
         zray.get(zray.put(1), timeout=timeout)

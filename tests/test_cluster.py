@@ -501,3 +501,34 @@ def test_generator_items_cross_nodes_to_their_owner(three_hosts):
     counter = Counter.remote()      # on the right host
     assert zray.get(counter.add.remote(1), timeout=T)[0] == 1
     assert zray.get(list(counter.upto.remote(3)), timeout=T) == [1, 2, 3]
+
+
+@zray.remote(num_cpus=0, resources={"right": 0.01})
+class RightChild:
+    def ping(self):
+        return "pong"
+
+
+@zray.remote(num_cpus=0, resources={"left": 0.01})
+class LeftParent:
+    def __init__(self):
+        self.child = RightChild.remote()
+
+    def children(self):
+        return [self.child]
+
+
+def test_an_actors_child_on_another_node_dies_with_it(three_hosts):
+    # As in Ray: the creator's node tells the other nodes (OWNER_GONE) when it dies.
+    parent = LeftParent.remote()
+    child = zray.get(parent.children.remote(), timeout=T)[0]
+    assert zray.get(child.ping.remote(), timeout=T) == "pong"
+    zray.kill(parent)
+
+    def dead():
+        try:
+            zray.get(child.ping.remote(), timeout=T)
+            return False
+        except zray.exceptions.ActorDiedError as exc:
+            return "owner" in str(exc)
+    wait_for(dead, "the child on the right host died with its parent on the left one")

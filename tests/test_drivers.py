@@ -3,7 +3,7 @@
 tests use the module's cluster)."""
 from __future__ import annotations
 
-from helpers import hold_until, poll, run_driver
+from helpers import T, hold_until, poll, run_driver
 
 import zray
 
@@ -211,3 +211,63 @@ def test_gpu_task_without_gpus_stays_pending_with_warning(shared, tmp_path):
     warning = [line for line in out.splitlines() if "wants_gpu" in line]
     assert warning, out
     assert "GPU" in warning[0]
+
+
+@zray.remote
+def say(word):
+    print("says", word)
+    return True
+
+
+def test_a_driver_sees_the_output_of_its_own_jobs_tasks_only(shared, tmp_path, capfd):
+    """Two drivers on one cluster: each sees what its own tasks print, not the other's
+    (as in Ray: worker output goes to the driver of its job)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from conftest import wait_until
+    address = zray._runtime.current().node_info["session_dir"]
+    ready, go = tmp_path / "ready", tmp_path / "go"
+    script = tmp_path / "other.py"
+    script.write_text(textwrap.dedent(f"""
+        import os, time, zray
+        zray.init(address={address!r})
+
+        @zray.remote
+        def say(word):
+            print("says", word)
+            return True
+
+        assert zray.get(say.remote("other-job-line"), timeout=30)
+        open({str(ready)!r}, "w").close()
+        deadline = time.monotonic() + 30
+        while not os.path.exists({str(go)!r}) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert zray.get(say.remote("other-job-end"), timeout=30)
+        time.sleep(0.3)   # (its own last line arrives; a stray one would too)
+        zray.shutdown()
+    """))
+    other = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_until(ready.exists, T), "the other driver did not start"
+        assert zray.get(say.remote("this-job-line"), timeout=T)
+        seen = ""
+
+        def arrived():
+            nonlocal seen
+            seen += capfd.readouterr().out
+            return "this-job-line" in seen
+        assert wait_until(arrived, T), "this driver's own task output did not arrive"
+        go.touch()
+        out, err = other.communicate(timeout=60)
+    finally:
+        if other.poll() is None:
+            other.kill()
+            other.wait()
+    assert other.returncode == 0, err
+    assert "says other-job-line" in out and "says other-job-end" in out, out
+    assert "this-job-line" not in out, "a task of another job printed in this driver"
+    seen += capfd.readouterr().out
+    assert "other-job" not in seen, "a task of another job printed in this driver"

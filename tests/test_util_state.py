@@ -45,8 +45,8 @@ def test_list_actors_and_named_actors(cluster):
     keeper = rows[named._actor_id.hex()]
     assert (keeper.class_name, keeper.name, keeper.ray_namespace, keeper.state) == \
         ("Named", "keeper", "elsewhere", "ALIVE")
-    other = rows[anon._actor_id.hex()]             # known by its handle only
-    assert other.state == "UNKNOWN" and other.class_name is None
+    other = rows[anon._actor_id.hex()]             # unnamed: from the head's actor table too
+    assert (other.state, other.class_name, other.name) == ("ALIVE", "Named", "")
     assert [r.actor_id for r in list_actors(filters=[("name", "=", "keeper")])] == [keeper.actor_id]
     assert len(list_actors(limit=1)) == 1
 

@@ -6,7 +6,7 @@
     def f(x): return x * 2
     ray.get([f.remote(i) for i in range(4)])   # [0, 2, 4, 6]
 """
-from . import exceptions, experimental, util  # noqa: F401  (experimental: not in __all__, as in Ray)
+from . import exceptions, experimental, job_config, util  # noqa: F401  (experimental, job_config: not in __all__, as in Ray)
 from ._api import (
                    available_resources,
                    cancel,

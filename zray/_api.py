@@ -1,6 +1,7 @@
 """The public functions: check the arguments, then delegate to the runtime."""
 from __future__ import annotations
 
+import inspect
 import operator
 from collections.abc import Sequence
 from typing import Any
@@ -43,15 +44,17 @@ def get(object_refs: ObjectRef | Sequence[ObjectRef], *, timeout: float | None =
     Raises the task's error (a RayTaskError that is also the original type) as soon
     as any of the objects failed, and GetTimeoutError after `timeout` seconds.
     """
+    if type(timeout) is int and timeout == -1:   # (Ray's: -1 waits as long as it takes)
+        timeout = None
     _check_timeout(timeout)
     rt = runtime_or_init()
     if type(object_refs) is ObjectRef:
         return rt.get([object_refs], timeout)[0]
     if type(object_refs) is ObjectRefGenerator:   # (as Ray: itself)
         return object_refs
-    if not isinstance(object_refs, (list, tuple)):
-        raise TypeError(f"get() expects an ObjectRef or a list of ObjectRefs, got "
-                        f"{type(object_refs).__name__}")
+    if not isinstance(object_refs, (list, tuple)):   # (ValueError: Ray's type for it)
+        raise ValueError(f"get() expects an ObjectRef or a list of ObjectRefs, got "
+                         f"{type(object_refs).__name__}")
     for i, ref in enumerate(object_refs):
         if type(ref) is not ObjectRef:
             raise TypeError(f"get() expects ObjectRefs; item {i} is a {type(ref).__name__}")
@@ -79,6 +82,9 @@ def wait(object_refs: list[ObjectRef], *, num_returns: int = 1, timeout: float |
             return _wait_generators(list(object_refs), num_returns=num_returns, timeout=timeout)
         i, bad = next((i, r) for i, r in enumerate(object_refs) if type(r) is not ObjectRef)
         raise TypeError(f"wait() expects ObjectRefs; item {i} is a {type(bad).__name__}")
+    if not object_refs:   # (as Ray: nothing to wait for, whatever num_returns says)
+        _check_timeout(timeout)
+        return [], []
     if len(set(map(_ref_id, object_refs))) != len(object_refs):
         raise ValueError("wait() requires a list of unique object refs.")
     if not isinstance(num_returns, int) or isinstance(num_returns, bool) or num_returns < 1:
@@ -155,9 +161,10 @@ def remote(*args: Any, **options: Any) -> Any:
     def make(target: Any) -> Any:
         if isinstance(target, type):
             return ActorClass(target, options)
-        if callable(target):
+        if inspect.isfunction(target):   # (as Ray: not a builtin, a partial, a bound method)
             return RemoteFunction(target, options)
-        raise TypeError(f"@remote applies to functions and classes, not {type(target).__name__}")
+        raise TypeError(f"The @remote decorator must be applied to either a function or a class, "
+                        f"not {type(target).__name__} {target!r}: wrap it in a def.")
 
     if len(args) == 1 and not options and callable(args[0]):
         return make(args[0])

@@ -66,6 +66,11 @@ class Config:
     # pull that made no progress for transfer_timeout_s (its reader gets ObjectLostError).
     transfer_chunk_bytes: int = 4 << 20
     transfer_in_flight: int = 4
+    # Over CurveZMQ a chunk travels in frames of this many bytes: libzmq encrypts and
+    # decrypts each frame as a whole, so small frames let the sender's encryption, the
+    # wire and the receiver's decryption overlap: 100 MB between two nodes of this
+    # 2-core machine moves ~13% faster (4-24%) than in 4 MiB frames (benchmarks/RESULTS.md).
+    transfer_frame_bytes: int = 256 << 10
     transfer_timeout_s: float = 30.0
     # Cap on task workers per node, counting those blocked in get() (each level of nested
     # get() holds one). 0: as many as the node's available memory allows at
@@ -77,6 +82,11 @@ class Config:
     start_timeout_s: float = 15.0
     # How long shutdown waits for a process to exit before it kills it.
     stop_grace_s: float = 2.0
+    # A driver that exits (interpreter exit, no shutdown() call) first waits this long
+    # at most for the tasks and calls it made to finish: as in Ray, where a script's
+    # last f.remote() still runs (a fire-and-forget script depends on it); Ray's own
+    # teardown gives them about half a second.
+    exit_grace_s: float = 1.0
     # A task whose resources no node can ever provide is reported after this long.
     infeasible_warning_s: float = 0.5
     # In a cluster, a node's queue past this many tasks per CPU overflows to nodes with
@@ -114,6 +124,9 @@ class Config:
     task_events: bool = True
     task_events_s: float = 1.0
     task_history: int = 10_000
+    # The head keeps at most this many series of application metrics (zray.util.metrics:
+    # one per process, metric and tag values); past it the least recently updated go.
+    app_metrics_series: int = 20_000
     # tqdm_ray bars in a driver (zray/_progress.py): where stderr is not a terminal, a
     # bar's line is printed at most every tqdm_line_interval_s (and at its end); on a
     # terminal without the tqdm package, the bars are redrawn at most every tqdm_redraw_s

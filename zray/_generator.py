@@ -111,9 +111,7 @@ class ObjectRefGenerator:
     def close(self) -> None:
         """Stop receiving items: those not taken yet are freed (the task goes on; a
         task paused by backpressure resumes)."""
-        stream = self._stream
-        if self._owner.streams.live.pop(stream.task_id, None) is not None:
-            self._owner.streams.taken(stream, -1)
+        self._owner.streams.close(self._stream)
 
     def __del__(self) -> None:
         try:

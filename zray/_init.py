@@ -3,12 +3,14 @@ runtime every other call uses (started on first use, as Ray does)."""
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import sys
 import threading
+import time
 from typing import Any
 
-from . import _context, _node_resources, _runtime, _runtime_env, _session
+from . import _context, _metrics, _node_resources, _runtime, _runtime_env, _session
 from ._cluster import LocalCluster
 from ._config import CONFIG
 from .exceptions import RaySystemError
@@ -18,7 +20,7 @@ _cluster: LocalCluster | None = None
 _IGNORED_INIT_KWARGS = {
     "logging_level", "logging_format",
     "configure_logging", "log_to_driver_level", "_system_config", "_temp_dir",
-    "_memory", "storage", "job_config", "_node_ip_address",
+    "_memory", "storage", "_node_ip_address",
     "_plasma_directory", "labels", "enable_resource_isolation", "_enable_object_reconstruction",
     "_redis_password", "logging_config", "_metrics_export_port", "_tracing_startup_hook",
 }
@@ -61,6 +63,8 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
     >>> zray.init(num_cpus=2)
     """
     global _cluster
+    say = _says(kwargs.get("logging_level", logging.INFO))
+    namespace, job_info = _job_config(kwargs, namespace)
     local_mode, runtime_env = _job_kwargs(kwargs)
     unknown = set(kwargs) - _IGNORED_INIT_KWARGS
     if unknown:
@@ -79,7 +83,8 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
                 raise ValueError("When connecting to an existing cluster, num_cpus, num_gpus and "
                                  "resources must not be given (the cluster has its own).")
             return _job_options(runtime_env, local_mode,
-                                _connect(_session.find(address), namespace, log_to_driver))
+                                _connect(_session.find(address), namespace, log_to_driver, job_info,
+                                         say=say))
         total = _node_resources.with_defaults(
             _node_resources.requested(num_cpus, num_gpus, resources, object_store_memory),
             "127.0.0.1", head=True)
@@ -88,7 +93,8 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
                                                        dashboard_port))
         cluster.start()
         rt = _runtime.Runtime(cluster.node_address, "driver", os.urandom(4), cluster.node_id,
-                              {"log_to_driver": bool(log_to_driver), "namespace": namespace or ""})
+                              {"log_to_driver": bool(log_to_driver), "namespace": namespace or "",
+                               **job_info})
         try:
             rt.start(CONFIG.start_timeout_s)
         except BaseException:
@@ -99,10 +105,21 @@ def init(address: str | None = None, *, num_cpus: int | None = None, num_gpus: i
         _cluster = cluster
         _runtime.set_current(rt)
         _job_options(runtime_env, local_mode, None)
-        if cluster.dashboard_url:   # (as Ray says it)
-            print(f"Started a local zray instance. View the dashboard at {cluster.dashboard_url}",
-                  file=sys.stderr)
+        if say:   # (as Ray says it)
+            print("Started a local zray instance." + _view(cluster.dashboard_url), file=sys.stderr)
         return _context_of(rt, cluster.dashboard_url)
+
+
+def _says(level: Any) -> bool:
+    """Whether init() says what it started or joined: Ray logs that at INFO, so a
+    logging_level above it (logging.WARNING, "WARNING") keeps init() quiet, as Ray's."""
+    if isinstance(level, str):
+        level = logging.getLevelName(level.upper())
+    return not isinstance(level, int) or level <= logging.INFO
+
+
+def _view(dashboard_url: str | None) -> str:
+    return f" View the dashboard at {dashboard_url}" if dashboard_url else ""
 
 
 def _dashboard(include: Any, host: str, port: Any) -> tuple | None:
@@ -112,11 +129,13 @@ def _dashboard(include: Any, host: str, port: Any) -> tuple | None:
     return None if include is False else (host, port)
 
 
-def _connect(node: _session.NodeInfo, namespace: str | None, log_to_driver: bool) -> InitContext:
+def _connect(node: _session.NodeInfo, namespace: str | None, log_to_driver: bool,
+             job_info: dict | None = None, *, say: bool = False) -> InitContext:
     """Join a running cluster as one more driver, through this machine's node of it
-    (shutdown() then only disconnects)."""
+    (shutdown() then only disconnects); `say`: tell which one, as Ray does."""
     rt = _runtime.Runtime(node.address, "driver", os.urandom(4), node.node_id,
-                          {"log_to_driver": bool(log_to_driver), "namespace": namespace or ""})
+                          {"log_to_driver": bool(log_to_driver), "namespace": namespace or "",
+                           **(job_info or {})})
     try:
         rt.start(CONFIG.start_timeout_s)
     except RaySystemError as exc:
@@ -128,7 +147,24 @@ def _connect(node: _session.NodeInfo, namespace: str | None, log_to_driver: bool
         url = rt.head_call("dashboard_url", [], timeout=5.0) or None
     except Exception:   # a head without the call (or slow): no dashboard to name
         url = None
+    if say:   # its head's address (tcp), or the session of a cluster init() started
+        at = node.head.removeprefix("tcp://") if node.head.startswith("tcp://") else node.session_dir
+        print(f"Connected to the zray cluster at {at}." + _view(url), file=sys.stderr)
     return _context_of(rt, url)
+
+
+def _job_config(kwargs: dict, namespace: str | None) -> tuple[str | None, dict]:
+    """init()'s job_config taken out of kwargs: the namespace, kwargs' runtime_env (init's
+    own win), and what the driver tells its node about its job (zray.job_config)."""
+    from . import job_config
+    runtime_env = kwargs.get("runtime_env")
+    namespace, runtime_env, info = job_config.apply(kwargs.pop("job_config", None), namespace,
+                                                    runtime_env)
+    if runtime_env is not None:
+        kwargs["runtime_env"] = runtime_env
+    info["entrypoint"] = " ".join([sys.executable, *sys.argv])[:4000]
+    info["start_time"] = time.time()
+    return namespace, info
 
 
 def _job_kwargs(kwargs: dict) -> tuple[Any, _runtime_env.EnvSpec | None]:
@@ -173,13 +209,27 @@ def shutdown() -> None:
             return
         _runtime.set_current(None)
         if rt is not None:
+            _metrics.REGISTRY.flush(rt)   # (zray.util.metrics the driver recorded, if any)
             rt.stop()
         if _cluster is not None:
             _cluster.stop()
             _cluster = None
 
 
-atexit.register(shutdown)
+def _at_exit() -> None:
+    """At interpreter exit: the tasks and calls the driver made get up to
+    CONFIG.exit_grace_s to finish (a script whose last line is f.remote() runs f, as in
+    Ray), then shutdown(). An explicit shutdown() does not wait."""
+    rt = _context.runtime()
+    if rt is not None and rt.kind == "driver" and getattr(rt, "owner", None) is not None:
+        try:
+            rt.drain(CONFIG.exit_grace_s)
+        except Exception:   # (exiting anyway)
+            pass
+    shutdown()
+
+
+atexit.register(_at_exit)
 
 
 def is_initialized() -> bool:

@@ -25,6 +25,7 @@ from typing import Any
 from . import _context, _runtime_env
 from . import _protocol as P
 from . import _serialization as S
+from ._concurrency import KWARG
 from ._context import ActorExit, TaskContext, set_context
 from ._runtime.actor_host import log_prefix, method_of
 from ._runtime.execute import Executor
@@ -118,6 +119,7 @@ class LocalSubmitter(Submitter):
                 undo = _runtime_env.apply(self.rt, actor.env)
             cls = S.loads(self.blobs[spec[P.A_CLASS]])
             args, kwargs = fill_slots(spec[P.A_ARGS], spec[P.A_SLOTS])
+            kwargs.pop(KWARG, None)   # (concurrency groups: one call at a time here anyway)
             actor.instance = cls(*args, **kwargs)
             actor.prefix = log_prefix(actor.instance, name)
         except Exception as exc:   # (not KeyboardInterrupt: in a debugger, it stops)

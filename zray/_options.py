@@ -23,6 +23,7 @@ def check(options: dict, allowed: set, what: str) -> dict:
         if key not in allowed:
             valid = ", ".join(sorted(k for k in allowed if not k.startswith("_")))
             raise ValueError(f"Invalid option keyword {key!r} for {what}. Valid ones are: {valid}.")
+    _check_kinds(options, allowed, what)
     for key in ("num_cpus", "num_gpus", "memory"):
         v = options.get(key)
         if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0):
@@ -78,6 +79,31 @@ def wire_nret(num_returns: Any, options: dict) -> int:
     if type(num_returns) is int:
         return num_returns
     return P.stream_nret(num_returns, options.get("_generator_backpressure_num_objects") or 0)
+
+
+# Ray's rule: a value of the wrong type is a TypeError (num_cpus="1"), a bad value of
+# the right type a ValueError (num_cpus=-1).
+_NUMBER = (int, float)
+_KINDS: dict[str, tuple] = {
+    "num_cpus": _NUMBER, "num_gpus": _NUMBER, "memory": _NUMBER, "max_retries": (int,),
+    "max_restarts": (int,), "max_task_retries": (int,), "max_calls": (int,),
+    "max_concurrency": (int,), "max_pending_calls": (int,), "name": (str,), "namespace": (str,),
+}
+
+
+def _check_kinds(options: dict, allowed: set, what: str) -> None:
+    """TypeError for an option of the wrong type; the checks Ray makes that check()
+    does not otherwise (max_calls, get_if_exists without a name)."""
+    for key, kinds in _KINDS.items():
+        v = options.get(key)
+        if v is not None and (not isinstance(v, kinds) or isinstance(v, bool)):
+            raise TypeError(f"{key} must be {' or '.join(k.__name__ for k in kinds)} (or None), "
+                            f"got {type(v).__name__} {v!r} for {what}.")
+    if options.get("max_calls") is not None and options["max_calls"] < 0:
+        raise ValueError(f"max_calls must be 0 (no limit) or a positive integer, got "
+                         f"{options['max_calls']!r} for {what}.")
+    if allowed is ACTOR_OPTIONS and options.get("get_if_exists") and not options.get("name"):
+        raise ValueError(f"get_if_exists=True needs the actor's name ({what}): name=...")
 
 
 def resources_of(options: dict, default_cpus: float) -> dict:

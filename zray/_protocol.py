@@ -43,7 +43,8 @@ KILL_ACTOR = 13    # actor_id, no_restart                         client -> node
 RELEASE_ACTOR = 14  # actor_id, sent_direct                        owner -> node (-> actor)
                     # sent_direct: the owner sent it on to the actor itself, after
                     # its own calls (so the node must not end the actor first)
-LOG = 15           # prefix, text, is_stderr                      worker -> node -> drivers
+LOG = 15           # prefix, text, is_stderr, job_id              worker -> node -> drivers
+                   # (to the drivers of job_id only, as Ray; b"": to every driver)
 WARN = 16          # target, message                              node/head -> owner
 HEAD_CALL = 17     # client, req_id, op, args                     client -> node -> head
 HEAD_REPLY = 18    # client, req_id, ok, result                   head -> node -> client
@@ -81,11 +82,12 @@ RELAY = 37         # client, header                               node -> node
                    # (the node where the actor it names lives), handled there as if the
                    # client had sent it itself; replies are routed back by identity
 CHUNK_REQ = 38     # name, offset, length                         node -> node holding it
-CHUNK = 39         # name, offset, size, error  (+ the bytes)     node -> node that asked
+CHUNK = 39         # name, offset, size, error  (+ the bytes, in frames)  node -> node that asked
 DROP = 40          # name                                         node -> node
                    # a stored value between nodes (brokers/_transfer): a node pulls a
                    # segment another node made, chunk by chunk, into its own /dev/shm;
                    # DROP: the copy there was freed, so the copies elsewhere go too
+                   # (a CHUNK's bytes: frames of transfer_frame_bytes, _transfer.MAX_FRAMES at most)
 UNPLACEABLE = 41   # spec, reason, kind                           head -> node that spilled it
                    # it fails: no node can run it where its scheduling_strategy says
                    # (kind "unschedulable"), or its node died, no retries left ("node_died")
@@ -103,7 +105,7 @@ JOB_END = 46       # job_id                                       driver -> node
 _ARITY = {
     HELLO: 4, WELCOME: 2, SUBMIT: 1, FUNC: 2, TASKS: 2, RESULTS: 1, CREATE_ACTOR: 1,
     BLOCKED: 2, FETCH: 3, OBJECT: 5, BORROW: 4, CANCEL: 2, KILL_ACTOR: 2,
-    RELEASE_ACTOR: 2, LOG: 3, WARN: 2, HEAD_CALL: 4, HEAD_REPLY: 4, SHUTDOWN: 1,
+    RELEASE_ACTOR: 2, LOG: 4, WARN: 2, HEAD_CALL: 4, HEAD_REPLY: 4, SHUTDOWN: 1,
     ACTOR_READY: 3, LOOKUP: 1, ACTOR_ADDR: 4, LEASE: 2, LEASED: 3, UNLEASE: 2, LEASE_LOST: 1,
     STORE: 3, STATS: 2, NODE_HELLO: 4, HEARTBEAT: 3, SPILLBACK: 2, PLACE: 2, ACTOR_EVENT: 3,
     NODES: 1, PLACED: 2, RELAY: 2, CHUNK_REQ: 3, CHUNK: 4, DROP: 1, UNPLACEABLE: 3,
@@ -140,6 +142,11 @@ ROOM_MADE = 81     # req_id                                       node -> client
                    # writes into /dev/shm if it has room, else into the spill directory
 _ARITY[ROOM] = 2
 _ARITY[ROOM_MADE] = 1
+# Ray's semantics kept where they differed: types 94-99
+OWNER_GONE = 94    # owner                                        node -> nodes (in RELAY)
+                   # the process `owner` (a client identity) died: the non-detached
+                   # actors it created die with it on every node (as in Ray)
+_ARITY[OWNER_GONE] = 1
 NAMES = {number: name for name, number in globals().items()
          if isinstance(number, int) and number in _ARITY and name.isupper()}
 

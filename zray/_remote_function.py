@@ -24,9 +24,10 @@ class RemoteFunction:
     """
 
     def __init__(self, function: Callable, options: dict) -> None:
-        if inspect.iscoroutinefunction(function):
-            raise TypeError(f"'{function.__qualname__}' is an async function; remote functions must be "
-                            "plain functions (use an async actor for coroutines).")
+        if inspect.iscoroutinefunction(function):   # (ValueError: Ray's type for it)
+            raise ValueError(f"'{function.__qualname__}' is an async function: 'async def' cannot "
+                             "be a remote function. Wrap it (def f(): return asyncio.run(g())), or "
+                             "use an async actor for coroutines.")
         if inspect.isasyncgenfunction(function):
             raise TypeError(f"'{function.__qualname__}' is an async generator; remote functions "
                             "must be plain functions or generators (use an async actor's method "
@@ -45,8 +46,9 @@ class RemoteFunction:
         functools.update_wrapper(self, function)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        name = f"{getattr(self._function, '__module__', None) or '__main__'}.{self._name}"
         raise TypeError(f"Remote functions cannot be called directly. Instead of running "
-                        f"'{self._name}()', try '{self._name}.remote()'.")
+                        f"'{name}()', try '{name}.remote()'.")
 
     def __reduce__(self):
         return (RemoteFunction, (self._function, self._options))

@@ -61,7 +61,8 @@ class RuntimeContext:
             return None
         if spec[P.T_ACTOR] is not None:
             cls = type(host.instance)
-            return f"{cls.__module__}.{cls.__qualname__}.{spec[P.T_METHOD]}"
+            # (a call in a concurrency group says "method@group": the method's name)
+            return f"{cls.__module__}.{cls.__qualname__}.{spec[P.T_METHOD].partition('@')[0]}"
         fn = host.ex.funcs.get(spec[P.T_FUNC])
         if fn is None:
             return None

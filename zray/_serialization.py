@@ -13,13 +13,13 @@ import threading
 import traceback
 import types
 from collections import ChainMap
-from typing import Any
+from typing import Any, ClassVar
 
 import cloudpickle
 
 from ._config import CONFIG
 from ._object_store import STORE, is_stored
-from .exceptions import RayTaskError
+from .exceptions import RayTaskError, UnserializableException, ZrayError
 
 _collect = threading.local()
 
@@ -45,15 +45,36 @@ def _code_reduce(code: types.CodeType) -> tuple:
     return _rebuild_code, (make, args, code.co_filename)
 
 
+# zray.util.register_serializer()'s reducers, this process's own (as Ray's: each
+# process registers for itself; a value they made carries its deserializer along).
+_REDUCERS: dict[type, Any] = {}
+
+
 class _Pickler(cloudpickle.CloudPickler):
-    if _base_code_reduce is not None:
-        dispatch_table = ChainMap({types.CodeType: _code_reduce}, cloudpickle.CloudPickler.dispatch_table)
+    dispatch_table: ClassVar[ChainMap] = ChainMap(
+        _REDUCERS, {types.CodeType: _code_reduce} if _base_code_reduce else {},
+        cloudpickle.CloudPickler.dispatch_table)
 
 
 def _dumps(value: Any) -> bytes:
     buf = io.BytesIO()
     _Pickler(buf, protocol=5).dump(value)
     return buf.getvalue()
+
+
+def dumps_plain(value: Any) -> bytes:
+    """`value` pickled as zray pickles values (in band, its refs not collected): what
+    zray.util.inspect_serializability tries."""
+    return _dumps(value)
+
+
+def register_reducer(cls: type, reducer: Any) -> None:
+    """Pickle instances of exactly `cls` as `reducer(obj)` says, in this process."""
+    _REDUCERS[cls] = reducer
+
+
+def unregister_reducer(cls: type) -> None:
+    _REDUCERS.pop(cls, None)
 
 
 # Values made only of these types pickle the same with the C pickler as with
@@ -116,7 +137,8 @@ def loads(data: bytes | memoryview | list) -> Any:
     return cloudpickle.loads(data)
 
 
-__all__ = ["STORE", "dumps", "dumps_function", "is_stored", "loads"]
+__all__ = ["STORE", "dumps", "dumps_arg_error", "dumps_function", "dumps_plain", "is_stored",
+           "loads", "register_reducer", "unregister_reducer"]
 
 
 def dumps_function(fn: Any) -> tuple[bytes, bytes]:
@@ -196,28 +218,97 @@ def describe_pickling_error(what: str, value: Any, exc: BaseException) -> str:
             "or create the unpicklable object inside the task.")
 
 
-_ZRAY_DIR = os.path.dirname(os.path.abspath(__file__))
+_ZRAY_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
-def _user_frames(tb: Any) -> Any:
-    """The traceback from the first frame outside zray (the worker's own frames that
-    called the task are noise to the user, as Ray hides its own)."""
-    while tb is not None and os.path.dirname(os.path.abspath(tb.tb_frame.f_code.co_filename)) == _ZRAY_DIR:
-        tb = tb.tb_next
-    return tb
+def _zray_frame(filename: str) -> bool:
+    return os.path.abspath(filename).startswith(_ZRAY_DIR)
+
+
+def remote_traceback(exc: BaseException) -> str:
+    """The traceback text of an exception raised in a task, without zray's own frames
+    (the worker's that called the task, a nested get()'s): noise to the user, as Ray
+    hides its own. Chained exceptions keep theirs, filtered the same way."""
+    te = traceback.TracebackException.from_exception(exc)
+    seen: set[int] = set()
+    todo = [te]
+    while todo:
+        t = todo.pop()
+        if id(t) in seen:
+            continue
+        seen.add(id(t))
+        t.stack = traceback.StackSummary.from_list(
+            [f for f in t.stack if not _zray_frame(f.filename)])
+        if t.exc_type is not None and issubclass(t.exc_type, RayTaskError):
+            t.__cause__, t.__suppress_context__ = None, True   # its text has its cause
+        todo += [c for c in (t.__cause__, t.__context__) if c is not None]
+    return "".join(te.format())
 
 
 def dumps_error(exc: BaseException, function_name: str, pid: int, where: str = "") -> bytes:
-    """The blob of a RayTaskError for `exc`, raised in `function_name`."""
-    tb = "".join(traceback.format_exception(type(exc), exc, _user_frames(exc.__traceback__)))
+    """The blob of a RayTaskError for `exc`, raised in `function_name`.
+
+    As Ray: an exception that does not pickle comes back as a RayTaskError whose cause
+    is a ZrayError naming why, with the text; one that pickles but cannot be rebuilt
+    (an __init__ that takes other arguments than it gives Exception) as an
+    UnserializableException holding the text; a RayTaskError raised by a nested get()
+    keeps its root cause (its text is in the traceback)."""
+    tb = remote_traceback(exc)
     cause: BaseException | None = exc
+    if isinstance(exc, RayTaskError) and exc.cause is not None:
+        cause = exc.cause
     try:
-        _dumps(exc)
-    except Exception:  # the exception itself does not pickle: keep its text
-        cause = None
-        tb += f"\n(the exception {type(exc).__name__} could not be pickled; only its text is kept)"
-    err = RayTaskError(function_name, tb, cause, pid, where)
-    return _dumps(err)
+        blob = _dumps(cause)
+    except Exception as why:  # the exception itself does not pickle: keep its text
+        kind = f"{type(cause).__module__}.{type(cause).__qualname__}"
+        return _dumps(RayTaskError(function_name, tb, ZrayError(
+            f"Exception {kind} isn't serializable: {why}.\nOriginal exception details:\n{tb}"),
+            pid, where))
+    try:
+        cloudpickle.loads(blob)
+    except Exception as why:  # it would not unpickle where get() runs either
+        text = RayTaskError(function_name, tb, None, pid, where)
+        return _dumps(UnserializableException(
+            f"Failed to deserialize exception: {type(why).__name__}: {why}. Give the "
+            f"exception class a __reduce__, or pass all its __init__ arguments on to "
+            f"Exception.__init__, so that it pickles back.\nOriginal exception:\n"
+            f"zray.exceptions.RayTaskError: {text}"))
+    return _dumps(RayTaskError(function_name, tb, cause, pid, where))
+
+
+class _ArgFailed:
+    """Pickles as a call of _arg_failed: the error of a task whose argument failed,
+    made from that argument's error blob when someone reads it (not before)."""
+
+    def __init__(self, function_name: str, pid: int, blob: bytes) -> None:
+        self.args = (function_name, pid, blob)
+
+    def __reduce__(self) -> tuple:
+        return (_arg_failed, self.args)
+
+
+def dumps_arg_error(blob: Any, function_name: str, pid: int) -> Any:
+    """The error blob of a task that never ran because an argument's task failed with
+    the error in `blob`: as Ray's, a RayTaskError for this task that says so, and whose
+    cause is the root cause (`except ValueError` still catches an upstream ValueError)."""
+    if type(blob) is not bytes:   # (error blobs are inline; anything else goes as is)
+        return blob
+    return pickle.dumps(_ArgFailed(function_name, pid, blob), 5)
+
+
+def _arg_failed(function_name: str, pid: int, blob: bytes) -> BaseException:
+    try:
+        upstream = loads(blob)
+    except Exception as exc:
+        upstream = UnserializableException(
+            f"Failed to deserialize the error of an argument: {type(exc).__name__}: {exc}")
+    cause = upstream.cause if isinstance(upstream, RayTaskError) else upstream
+    kind = "zray.exceptions.RayTaskError" if isinstance(upstream, RayTaskError) else \
+        f"{type(upstream).__module__}.{type(upstream).__qualname__}"
+    tb = ("  At least one of the input arguments for this task could not be computed:\n"
+          f"{kind}: {upstream}")
+    return RayTaskError(function_name, tb, cause if cause is not None else upstream,
+                        pid).as_instanceof_cause()
 
 
 def dumps_system_error(exc: BaseException) -> bytes:

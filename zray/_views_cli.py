@@ -34,7 +34,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 def timeline_command(args: argparse.Namespace) -> int:
     import zray
     try:
-        zray.init(address=args.address, log_to_driver=False)
+        zray.init(address=args.address, log_to_driver=False, logging_level="WARNING")
     except (ConnectionError, ValueError) as exc:
         print(f"zray timeline: {exc}", file=sys.stderr)
         return 1

@@ -9,14 +9,16 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from . import _options, _runtime_env, _strategies
+from . import _concurrency, _options, _runtime_env, _strategies
 from . import _protocol as P
 from . import _serialization as S
 from ._context import ActorExit, current_context, runtime_or_init, worker_host
 from ._generator import open_stream
 from ._object_ref import ObjectRef
+from .exceptions import ActorAlreadyExistsError, ActorClassInheritanceException
 
-__all__ = ["ActorClass", "ActorHandle", "ActorMethod", "exit_actor", "method"]
+__all__ = ["ActorClass", "ActorClassInheritanceException", "ActorHandle", "ActorMethod",
+           "exit_actor", "method"]
 
 
 def method(*args: Any, **options: Any) -> Any:
@@ -33,6 +35,11 @@ def method(*args: Any, **options: Any) -> Any:
     return deco
 
 
+_NOT_CALLS = frozenset({"__init__", "__new__", "__del__", "__getattr__", "__getattribute__",
+                        "__setattr__", "__delattr__", "__getstate__", "__setstate__",
+                        "__reduce__", "__reduce_ex__", "__init_subclass__"})
+
+
 def _method_table(cls: type) -> tuple[dict, bool]:
     methods, is_async = {}, False
     for name, member in inspect.getmembers(cls):
@@ -41,7 +48,9 @@ def _method_table(cls: type) -> tuple[dict, bool]:
             fn = member
         elif not (inspect.isfunction(member) or inspect.ismethoddescriptor(member)):
             continue
-        if name.startswith("__") and name not in ("__call__",):
+        # As Ray: every method, _private ones and the dunders the class defines itself
+        # (__call__, __len__, ...) too; not object's, nor the instance's plumbing.
+        if name.startswith("__") and (not inspect.isfunction(member) or name in _NOT_CALLS):
             continue
         opts = getattr(fn, "__zray_method_options__", {})
         if "num_returns" not in opts and (inspect.isgeneratorfunction(fn)
@@ -63,9 +72,12 @@ class ActorClass:
         self._name = cls.__name__
         self._options = _options.check(dict(options), _options.ACTOR_OPTIONS, f"actor class {self._name}")
         self._methods, self._is_async = _method_table(cls)
+        self._groups = _concurrency.check_groups(self._options.get("concurrency_groups"),
+                                                 self._methods, f"actor class {self._name}")
         self._init_sig: inspect.Signature | None
-        try:
-            self._init_sig = inspect.signature(cls.__init__)
+        try:   # (no __init__ of its own: it takes no arguments, as Ray checks)
+            self._init_sig = inspect.signature(
+                cls.__init__ if cls.__init__ is not object.__init__ else _no_init)
         except (TypeError, ValueError):
             self._init_sig = None
         self._class_id: bytes | None = None
@@ -82,7 +94,16 @@ class ActorClass:
     def __reduce__(self):
         return (ActorClass, (self._cls, self._options))
 
+    def __mro_entries__(self, bases: tuple) -> tuple:
+        # `class Sub(Actor)` with Actor a @remote class: as Ray, say what to do instead.
+        raise ActorClassInheritanceException(
+            f"Attempted to define a subclass of actor class {self._name!r}. Inheriting from "
+            "actor classes is not supported: inherit from the plain class and make the "
+            "subclass an actor class with @remote.")
+
     def options(self, **options: Any) -> _BoundClass:
+        if "concurrency_groups" in options:   # (as Ray: fixed by the class's @remote)
+            raise ValueError("Setting 'concurrency_groups' is not supported in '.options()'.")
         merged = {**self._options, **options}
         _options.check(merged, _options.ACTOR_OPTIONS, f"actor class {self._name}")
         return _BoundClass(self, merged)
@@ -124,15 +145,25 @@ class ActorClass:
         task_id = rt.ids.task_id()
         actor_id = P.object_id(task_id, 0xFFFFFFFF)
         name = options.get("name")
+        if name == "":   # (checked here, as Ray does: options may still name it)
+            raise ValueError(f"An actor's name cannot be an empty string (actor class {self._name}).")
         namespace = options.get("namespace") or rt.namespace
-        detached = options.get("lifetime") == "detached"
+        # (JobConfig(default_actor_lifetime=...) of the driver, unless lifetime= says)
+        detached = (options.get("lifetime") or rt.info.get("default_actor_lifetime")) == "detached"
         meta = {"class_name": self._name, "methods": self._methods, "is_async": self._is_async,
                 "max_task_retries": options.get("max_task_retries", 0)}
+        if self._groups:   # (to its host with its arguments; named in its handle)
+            meta["concurrency_groups"] = sorted(self._groups)
+            kwargs = {**kwargs, _concurrency.KWARG: self._groups}
         token = rt.owner.new_actor_token(actor_id, not detached)
         handle = ActorHandle(actor_id, token, meta)
         if name:
-            created, existing = rt.head_call("register_actor", [
-                actor_id, name, namespace, S.dumps(handle)[0], bool(options.get("get_if_exists"))])
+            try:
+                created, existing = rt.head_call("register_actor", [
+                    actor_id, name, namespace, S.dumps(handle)[0], bool(options.get("get_if_exists"))])
+            except ValueError as exc:   # the name is taken (Ray's type for it)
+                rt.owner.disown_actor_token(actor_id)
+                raise ActorAlreadyExistsError(str(exc)) from None
             if not created:
                 rt.owner.disown_actor_token(actor_id)
                 return S.loads(existing)
@@ -181,7 +212,12 @@ class ActorHandle:
         if name.startswith("_"):
             if name in ("__ray_ready__", "__ray_terminate__"):   # every actor has them
                 return ActorMethod(self, name, {})
-            raise AttributeError(name)
+            # (read without __getattr__: unpickling asks for names before _meta is set)
+            meta = self.__dict__.get("_meta")
+            opts = meta["methods"].get(name) if meta is not None else None
+            if opts is None:
+                raise AttributeError(name)
+            return ActorMethod(self, name, opts)
         opts = self._meta["methods"].get(name)
         if opts is None:
             raise AttributeError(f"'{self._meta['class_name']}' actor has no method '{name}'")
@@ -221,6 +257,9 @@ class ActorMethod:
 
     def options(self, **options: Any) -> ActorMethod:
         _options.check(options, _options.METHOD_OPTIONS, f"actor method {self._qualname}")
+        if "concurrency_group" in options:
+            _concurrency.check_call(options["concurrency_group"],
+                                    self._handle._meta.get("concurrency_groups"), self._qualname)
         return ActorMethod(self._handle, self._name, {**self._options, **options})
 
     def bind(self, *args: Any, **kwargs: Any) -> Any:
@@ -245,13 +284,18 @@ class ActorMethod:
             retry_exc = S.dumps(list(retry_exc))[0]
         retries = opts.get("max_task_retries", h._meta.get("max_task_retries", 0))
         spec = P.task_spec(task_id, rt.ident, b"", args_blob, nret, {}, retries, retry_exc,
-                           opts.get("name") or self._qualname, rt.job, h._actor_id, self._name)
+                           opts.get("name") or self._qualname, rt.job, h._actor_id,
+                           _concurrency.call_method(self._name, opts.get("concurrency_group")))
         rt.owner.keep(task_id, h._token)   # the actor lives until this call is done
         out = open_stream(rt, task_id, nret, refs[0]) if nret < 0 else None
         rt.submitter.submit(spec, deps, held, oids)
         if nret == 1:
             return refs[0]
         return out if nret < 0 else None if nret == 0 else refs
+
+
+def _no_init(self: Any) -> None:
+    """Stands for object.__init__ in an actor class's signature check."""
 
 
 def _job_of(rt: Any, options: dict, name: str) -> list:

@@ -127,7 +127,7 @@ def _say_head(info: dict, insecure: bool) -> None:
 def _inspect(command: str, address: str) -> int:
     import zray
     try:
-        zray.init(address=address, log_to_driver=False)
+        zray.init(address=address, log_to_driver=False, logging_level="WARNING")   # (says nothing)
     except (ConnectionError, ValueError) as exc:
         print(f"zray {command}: {exc}", file=sys.stderr)
         return 1
@@ -148,16 +148,15 @@ def _status(zray) -> None:
     for node in nodes:
         state = "alive" if node["Alive"] else f"dead ({node['DeathReasonMessage']})"
         load = node.get("Load") or {}
-        where = f"{node['NodeManagerAddress']}:{node['NodeManagerPort']}"
+        where = node["NodeManagerAddress"] + (f":{node['NodeManagerPort']}"
+                                              if node["NodeManagerPort"] else "")
         print(f"node {node['NodeID'][:12]} {where:<21} {state}: "
               f"{load.get('queued', 0)} queued, {load.get('running', 0)} running, "
               f"{load.get('actors', 0)} actors")
-    total, free = zray.cluster_resources(), zray.available_resources()
-    print("resources (used / total):")
-    for key in sorted(total):
-        if not key.startswith("node:"):
-            used = total[key] - free.get(key, 0.0)
-            print(f"  {key:<22} {used:>16,.1f} / {total[key]:,.1f}")
+    from ._resource_text import usage
+    print("resources (used/total):")
+    for line in usage(zray.cluster_resources(), zray.available_resources()):
+        print(f" {line}")
 
 
 if __name__ == "__main__":

@@ -52,7 +52,10 @@ class RayTaskError(ZrayError):
     def as_instanceof_cause(self) -> RayTaskError:
         """This error as an instance of both RayTaskError and the cause's type."""
         cause_cls = type(self.cause) if self.cause is not None else None
-        if cause_cls is None or isinstance(self.cause, RayTaskError):
+        # (Ray's rule: a cause that RayTaskError already is an instance of, such as a
+        # ZrayError or a bare Exception, needs no second class.)
+        if cause_cls is None or issubclass(RayTaskError, cause_cls) \
+                or isinstance(self.cause, RayTaskError):
             return self
         try:
             cls = _dual_class(cause_cls)
@@ -99,6 +102,14 @@ def _rebuild_task_error(function_name, traceback_str, cause, pid, where="") -> R
     return RayTaskError(function_name, traceback_str, cause, pid, where).as_instanceof_cause()
 
 
+class UnserializableException(ZrayError):
+    """A task raised an exception that could not be rebuilt where get() runs (its class
+    pickles but does not unpickle: typically an __init__ whose arguments differ from
+    the `args` it passes to Exception.__init__). str() holds the original error's text
+    and traceback. Give the class a __reduce__ (or matching args) to get it back whole.
+    """
+
+
 class RayActorError(ZrayError):
     """An actor method could not run because its actor is dead or unreachable.
 
@@ -113,6 +124,16 @@ class RayActorError(ZrayError):
 
     def __reduce__(self):
         return (type(self), (str(self), self.actor_id))
+
+
+class ActorAlreadyExistsError(ZrayError, ValueError):
+    """An actor was created with a name (in its namespace) that a live actor has.
+    Pick another name, or pass get_if_exists=True to get the existing actor."""
+
+
+class ActorClassInheritanceException(ZrayError, TypeError):
+    """A class was defined with an actor class (a @remote class) as its base. Inherit
+    from the plain class instead and make the subclass remote with @remote."""
 
 
 class ActorDiedError(RayActorError):
@@ -211,6 +232,77 @@ class TaskUnschedulableError(ZrayError):
 
 class ActorUnschedulableError(RayActorError):
     """The actor can never be placed where its scheduling_strategy says."""
+
+
+# Ray 2.60's other names, so that programs that import or catch them run unchanged.
+# zray raises none of them today (each docstring says what it stands for in Ray).
+class AsyncioActorExit(ZrayError):
+    """Ray raises it in an async actor that called exit_actor(); zray ends such an
+    actor without it (exit_actor() works the same for every kind of actor)."""
+
+
+class ActorHandleNotFoundError(ZrayError, ValueError):
+    """Ray: kill() of an actor handle this process does not know."""
+
+
+class ObjectFreedError(ObjectLostError):
+    """Ray: the object was freed explicitly (ray._private.internal_api.free)."""
+
+
+class ReferenceCountingAssertionError(ObjectLostError, AssertionError):
+    """Ray: an object was deleted while a reference to it was still alive (a bug)."""
+
+
+class ObjectRefStreamEndOfStreamError(ZrayError):
+    """Ray: a streaming generator has no more refs (zray's generators raise
+    StopIteration / StopAsyncIteration, as Ray's public iteration does)."""
+
+
+class OufOfBandObjectRefSerializationException(ZrayError):
+    """Ray: an ObjectRef was pickled out of band while that is disallowed (zray allows
+    it: ObjectRef(ref.binary()) works while the owner holds the object)."""
+
+
+class OutOfDiskError(ZrayError):
+    """Ray: the node's disk is full (zray raises ObjectStoreFullError when neither
+    /dev/shm nor the spill directory's disk has room)."""
+
+
+class PlasmaObjectNotAvailable(ZrayError):
+    """Ray: an object was not available in the object store in time."""
+
+
+class AuthenticationError(ZrayError):
+    """Ray: a token was missing or wrong (zray's tcp peers without the cluster key are
+    refused inside libzmq, before any message)."""
+
+
+class RpcError(ZrayError):
+    """Ray: an error of its RPC layer."""
+
+
+class UserCodeException(ZrayError):
+    """Ray: an exception raised by user code (zray wraps them in RayTaskError)."""
+
+
+class RayChannelError(RaySystemError):
+    """Ray's compiled graphs: a channel failed (zray has no compiled graphs)."""
+
+
+class RayChannelTimeoutError(RayChannelError, TimeoutError):
+    """Ray's compiled graphs: a channel operation timed out."""
+
+
+class RayCgraphCapacityExceeded(RaySystemError):
+    """Ray's compiled graphs: a channel's buffer is full."""
+
+
+class RayDirectTransportError(RaySystemError):
+    """Ray: a direct (GPU) transport transfer failed."""
+
+
+class StreamingGeneratorReplayInconsistentError(RaySystemError):
+    """Ray: a retried streaming generator yielded other items than its first run."""
 
 
 class ProtocolError(ZrayError):

@@ -110,7 +110,7 @@ def _row(name, zm, rm):
         ratio = (r / z) if (z and r is not None) else None
         note = "(ray/zray, lower is better)"
     else:
-        label = name + " [/s]"
+        label = name + (" [GB/s]" if name.endswith("_gigabytes") else " [/s]")
         ratio = (z / r) if (z is not None and r) else None
         note = "(zray/ray, higher is better)"
     shown_ratio = f"{ratio:.2f}x" if ratio is not None else "n/a"

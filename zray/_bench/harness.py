@@ -71,6 +71,12 @@ class Config:
         self.quick = quick
         # os.cpu_count() may be None; 2 is the smallest machine this targets.
         self.num_cpus = num_cpus or os.cpu_count() or 2
+        # Untimed calls before the first round, at least: one on each worker a metric
+        # may use (a one-at-a-time task's first call goes through the node while its
+        # lease is asked for: 2 workers). A worker's first call can cost 100x a later
+        # one (task_100mb_ref_arg: the worker imports numpy, 70-200 ms); --quick's
+        # 0.05 s warm-up was one such call, and a timed round got the other: 7.9/s.
+        self.warmup_calls = self.num_cpus + 1
         if quick:  # same meanings as below, just enough to smoke-test each metric
             self.warmup_s = 0.05
             self.rounds = 2
@@ -136,9 +142,11 @@ class Runner:
         cfg = self.cfg
         perf = time.perf_counter
         start = perf()
+        calls = 0
         while True:
             fn()
-            if perf() - start >= cfg.warmup_s:
+            calls += 1
+            if perf() - start >= cfg.warmup_s and calls >= cfg.warmup_calls:
                 break
         stats = []
         for _ in range(cfg.rounds):

@@ -15,7 +15,6 @@ import os
 import queue
 import sys
 import time
-import traceback
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -25,6 +24,7 @@ import zmq
 from .. import _protocol as P
 from .. import _runtime_env
 from .. import _serialization as S
+from .._concurrency import HostGroups
 from .._config import CONFIG
 from .._context import ActorExit, TaskContext, set_context
 from ..exceptions import ActorDiedError, TaskCancelledError
@@ -41,6 +41,8 @@ def method_of(instance: Any, name: str) -> Any:
     """The bound method `name` of the actor, or one of the methods every actor has (as
     in Ray): __ray_ready__() returns True once it exists, __ray_terminate__() ends it
     after the calls queued before (as exit_actor() does)."""
+    if "@" in name:   # "method@group": a call in a concurrency group (zray/_concurrency.py)
+        name = name.partition("@")[0]
     try:
         return getattr(instance, name)
     except AttributeError:
@@ -90,6 +92,9 @@ class ActorHost:
         self.calls: deque = deque()
         self.released = False
         self.async_tasks: dict[bytes, asyncio.Task] = {}
+        self.groups: HostGroups | None = None   # concurrency groups, if its class has them
+        self.group_pools: dict[str, ThreadPoolExecutor] = {}
+        self.group_sems: dict[str, asyncio.Semaphore] = {}
 
     # -- called in the I/O thread --------------------------------------------------
     def on_create_actor(self, spec: list) -> None:
@@ -154,9 +159,10 @@ class ActorHost:
                 _runtime_env.apply(self.rt, env)
             cls = self.ex.function(spec[P.A_CLASS])
             args, kwargs = fill_slots(spec[P.A_ARGS], spec[P.A_SLOTS])
+            self.groups = HostGroups.take(kwargs)
             self.instance = cls(*args, **kwargs)
         except BaseException as exc:
-            tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            tb = S.remote_traceback(exc)
             err = ActorDiedError(f"The actor {name} died because of an error raised in its "
                                  f"creation task {name}.__init__() (pid={os.getpid()}):\n{tb}",
                                  spec[P.A_ID].hex())
@@ -171,8 +177,9 @@ class ActorHost:
         concurrency = spec[P.A_MAX_CONCURRENCY]
         if spec[P.A_ASYNC]:
             self.loop = asyncio.new_event_loop()
-        elif concurrency > 1:
+        elif concurrency > 1 or self.groups is not None:   # (groups: threaded, as Ray)
             self.pool = ThreadPoolExecutor(concurrency, thread_name_prefix="zray-actor")
+            self.group_pools = self.groups.pools() if self.groups is not None else {}
         if self.loop is not None or self.pool is not None or not CONFIG.sync_actor_own_socket:
             self.rt.open_endpoint(self.address)
             self.rt.send(P.ACTOR_READY, spec[P.A_ID], READY, self.address)
@@ -232,8 +239,10 @@ class ActorHost:
             item = self.inbox.get()
             if item is STOP:
                 break
-            pool.submit(self._pooled_call, item, exited)
-        pool.shutdown(wait=True, cancel_futures=bool(exited))
+            group = HostGroups.of(item[P.T_METHOD]) if self.group_pools else None
+            self.group_pools.get(group or "", pool).submit(self._pooled_call, item, exited)
+        for each in (*self.group_pools.values(), pool):
+            each.shutdown(wait=True, cancel_futures=bool(exited))
 
     def _pooled_call(self, spec: list, exited: list) -> None:
         if not exited and self._call(spec):   # (it was ignored: the actor lived on)
@@ -307,6 +316,7 @@ class ActorHost:
     def _run_async(self, loop: asyncio.AbstractEventLoop) -> None:
         asyncio.set_event_loop(loop)
         self.semaphore = asyncio.Semaphore(self.spec[P.A_MAX_CONCURRENCY])
+        self.group_sems = self.groups.semaphores() if self.groups is not None else {}
         self.stop_future = loop.create_future()
         # Calls that arrived before the loop existed are in the inbox.
         while True:
@@ -341,7 +351,8 @@ class ActorHost:
     async def _async_call(self, spec: list) -> None:
         name = spec[P.T_NAME]
         try:
-            async with self.semaphore:
+            group = HostGroups.of(spec[P.T_METHOD]) if self.group_sems else None
+            async with self.group_sems.get(group or "", self.semaphore):
                 EVENTS.started(spec)
                 set_context(TaskContext(spec[P.T_ID], name, self.spec[P.A_ID], self.spec[P.A_RES],
                                         self.gpus, self.prefix, spec))

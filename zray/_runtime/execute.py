@@ -84,6 +84,13 @@ class Executor:
                     continue
                 self.emit(spec, self.error_row(spec, exc))
                 return
+            except (SystemExit, ActorExit):
+                raise
+            except BaseException as exc:   # the task's error, as Ray's (not a dead worker);
+                if isinstance(exc, KeyboardInterrupt):   # Ray's cancel signal: a cancel
+                    exc = TaskCancelledError(task_id.hex())
+                self.emit(spec, self.error_row(spec, exc))
+                return
         if self.cancelled and task_id in self.cancelled:
             # Cancelled while it ran, and it returned (a sync actor's call is not
             # interrupted: it may watch is_canceled()): its caller gets the cancel, as in Ray.

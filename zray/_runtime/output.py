@@ -37,7 +37,7 @@ class Output:
     def _emit(self, text: str) -> None:
         ctx = current_context()
         who = ctx.prefix_name if ctx is not None else "worker"
-        self._rt.send(P.LOG, f"({who} pid={os.getpid()})", text, self._is_err)
+        self._rt.send(P.LOG, f"({who} pid={os.getpid()})", text, self._is_err, self._rt.job_id or b"")
         if self._files is not None:
             self._files.write(self._is_err, text, ctx.task_id if ctx is not None else None,
                               ctx.name if ctx is not None else "")

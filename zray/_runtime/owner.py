@@ -25,6 +25,9 @@ from .transport import Op, Transport
 _log = get_logger("owner")
 
 
+_NONE = S.dumps(None)[0]
+
+
 def _wire(state: int) -> int:
     """A table state as an OBJECT message's status (P.OK / P.ERROR)."""
     return P.ERROR if state == ERROR else P.OK
@@ -47,6 +50,9 @@ class Owner:
         # and take back the tasks queued behind it.
         self.block_hook: Callable[[bool], None] | None = None
         self.on_direct_result: Callable[[bytes], None] = lambda task_id: None
+        # Called when no task or call of this process is left unanswered (set while a
+        # driver waits for that at exit: Runtime.drain).
+        self.on_idle: Callable[[], None] | None = None
         self.streams = Streams(self)   # the generator tasks this process called
 
     # -- refs (any thread) ---------------------------------------------------------
@@ -68,6 +74,8 @@ class Owner:
     def count_out_of_band(self, oid: bytes, owner: bytes) -> Owner:
         """Count a ref rebuilt from its binary() (ObjectRef(binary)) as an unpickled one;
         an object this process owned and has freed resolves to ObjectLostError."""
+        if owner == self.ident:
+            self.drain_released()   # (refs dropped before this are gone, not pending)
         freed = owner == self.ident and oid not in self.table.entries
         if self.table.adopt(oid, owner):
             self.t.send(P.BORROW, owner, [oid], 1, True)
@@ -128,9 +136,15 @@ class Owner:
         are all gone ends after the calls made to it, as in Ray, not before them."""
         self._kept[task_id] = obj
 
+    def busy(self) -> bool:
+        """True while a task or call this process made has not answered."""
+        return bool(self._kept)
+
     def untrack(self, task_id: bytes, via_node: bool = False) -> None:
         if self._kept:
             self._kept.pop(task_id, None)
+            if not self._kept and self.on_idle is not None:
+                self.on_idle()
         held = self._inflight.pop(task_id, None)
         if held:
             self.release_pairs(held, via_node)
@@ -195,8 +209,13 @@ class Owner:
         stream = self.streams.live[task_id]
         user_error = stream.failed   # the generator raised (an item), or the system failed
         self.streams.end(task_id, None if ok else r[P.R_PAYLOAD])
-        if not stream.dynamic or not (ok or user_error):
+        if not (ok or user_error):
             return False
+        if not stream.dynamic:   # its completed(): None once it ran, raised or not (as Ray)
+            if ok:
+                return False
+            self.resolve(P.object_id(task_id, 0), READY, _NONE, None, owned=True)
+            return True
         if ok and r[P.R_PAYLOAD] and type(r[P.R_PAYLOAD][0]) is list:
             STORE.free(r[P.R_PAYLOAD][0])   # (the task's own return: None, never stored)
         blob, held = self.streams.dynamic_value(stream)

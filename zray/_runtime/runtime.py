@@ -118,6 +118,18 @@ class Runtime:
         if self._dead is not None:
             raise RaySystemError(f"could not connect to the node broker: {self._dead}")
 
+    def drain(self, timeout: float) -> None:
+        """Send what is queued, then wait up to `timeout` s for every task and call this
+        process made to answer (a driver at exit, as Ray's last tasks get to run)."""
+        done = threading.Event()
+        self.owner.on_idle = done.set
+        try:
+            if self.owner.busy() and self._dead is None:
+                self.t.wake()
+                done.wait(timeout)
+        finally:
+            self.owner.on_idle = None
+
     def stop(self, timeout: float = 2.0) -> None:
         """Flush what is queued, close the sockets, join the I/O thread. Idempotent."""
         if self.kind == "driver" and self.job_id and self._dead is None and not self._job_ended:

@@ -150,7 +150,7 @@ class Stream:
     """The items of one generator task this process called, as they arrive. The I/O
     thread adds; the user's threads take (ObjectRefGenerator)."""
     __slots__ = ("task_id", "refs", "received", "ended", "failed", "dynamic", "producer",
-                 "backpressure", "lock", "__weakref__")
+                 "backpressure", "lock", "closed", "__weakref__")
 
     def __init__(self, task_id: bytes, nret: int) -> None:
         self.task_id = task_id
@@ -162,6 +162,7 @@ class Stream:
         self.backpressure = P.backpressure_of(nret)
         self.producer: bytes | None = None
         self.lock = threading.Lock()
+        self.closed = False   # its generator was dropped: items are not kept
 
 
 class Streams:
@@ -193,9 +194,14 @@ class Streams:
         for row in rows:
             stream = self.live.get(row[P.ITEM_TASK])
             if stream is None or stream.ended or row[P.ITEM_INDEX] != stream.received:
-                self._drop(row)   # a dropped generator's, or a retry's repeat
+                self._drop(row)   # a retry's repeat
                 continue
             stream.producer = row[P.ITEM_PRODUCER]
+            if stream.closed:   # nobody takes it: counted, not kept
+                self._drop(row)
+                stream.received += 1
+                stream.failed = stream.failed or bool(row[P.ITEM_ERROR])
+                continue
             self._add(stream, row[P.ITEM_BLOB], ERROR if row[P.ITEM_ERROR] else READY,
                       [tuple(p) for p in row[P.ITEM_CONTAINED]] if row[P.ITEM_CONTAINED] else None)
 
@@ -220,12 +226,13 @@ class Streams:
         stream = self.live.pop(task_id, None)
         if stream is None or stream.ended:
             return None
-        if error is not None and not stream.failed:
+        if error is not None and not stream.failed and not stream.closed:
             self._add(stream, error, ERROR, None)
         with stream.lock:
             stream.ended = True
             last = stream.received
-        self.owner.resolve(P.object_id(task_id, last + 1), READY, END, None, owned=True)
+        if not stream.closed:
+            self.owner.resolve(P.object_id(task_id, last + 1), READY, END, None, owned=True)
         return stream
 
     def end_all(self, error: Any) -> None:
@@ -238,6 +245,17 @@ class Streams:
             refs = [stream.refs[i] for i in range(stream.received) if i in stream.refs]
         blob, pairs = S.dumps(DynamicObjectRefGenerator(refs))
         return blob, self.owner.hold_pairs(pairs) if pairs else None
+
+    def close(self, stream: Stream) -> None:
+        """Its generator is dropped (any thread): the items not taken are freed; what
+        still comes is dropped, and the task's end still resolves completed()."""
+        with stream.lock:
+            if stream.closed or stream.ended:
+                return
+            stream.closed = True
+            refs, stream.refs = stream.refs, {}
+        del refs
+        self.taken(stream, -1)
 
     def taken(self, stream: Stream, count: int) -> None:
         """The caller took `count` items (-1: dropped the generator): a paused producer

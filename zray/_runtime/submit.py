@@ -9,6 +9,7 @@ arguments resolve before an earlier one's.
 """
 from __future__ import annotations
 
+import os
 import threading
 import weakref
 from collections import deque
@@ -17,6 +18,7 @@ from typing import Any
 from .. import _protocol as P
 from .. import _serialization as S
 from .._config import CONFIG
+from .._context import current_context
 from .._object_ref import ObjectRef
 from ..exceptions import ObjectStoreFullError
 from .owner import Owner
@@ -40,7 +42,10 @@ def fill_slots(blob: bytes | list, slots: list | None) -> tuple[list, dict]:
     """The arguments pickled in `blob`, each slot replaced by its resolved value."""
     args, kwargs = S.loads(blob)
     if slots:
-        values = [S.loads(value) for _i, value in slots]
+        values = [S.loads(slot[1]) for slot in slots]
+        for slot, value in zip(slots, values, strict=True):
+            if len(slot) > 2:   # [i, error, True]: an actor's argument failed (_watch_dep)
+                raise value
         args = [values[a.index] if type(a) is _Slot else a for a in args]
         kwargs = {k: values[v.index] if type(v) is _Slot else v for k, v in kwargs.items()}
     return args, kwargs
@@ -75,6 +80,9 @@ class Submitter:
         self._users: dict[bytes, int] = {}
         self.gone: deque = deque()
         self._dying: dict[bytes, float] = {}
+        # In a task worker: the tasks and calls each running task made (its children),
+        # which a cancel of it cancels too (Ray's cancel(recursive=True)). None elsewhere.
+        self.children: dict[bytes, list] | None = None
 
     def ensure_function(self, func_id: bytes, blob: bytes) -> None:
         if func_id not in self.blobs:
@@ -158,6 +166,10 @@ class Submitter:
         """Send a task or actor call once its ref arguments are resolved."""
         actor_id = spec[P.T_ACTOR]
         self.owner.track(spec[P.T_ID], held, spec[P.T_ARGS])
+        if self.children is not None:
+            ctx = current_context()
+            if ctx is not None and ctx.task_id is not None:
+                self.children.setdefault(ctx.task_id, []).append(spec[P.T_ID])
         if not deps and (actor_id is None or not self._actor_queues.get(actor_id)):
             self._send(spec, False)
             return
@@ -189,6 +201,10 @@ class Submitter:
             pending.slots()[i] = [i, data]
             if state == ERROR and pending.error is None:
                 pending.error = data
+            if state == ERROR and pending.creation:
+                # Its __init__ raises the error, so the actor dies of it, as in Ray.
+                name = f"{pending.spec[P.A_CLASS_NAME]}.__init__"
+                pending.slots()[i] = [i, S.dumps_arg_error(data, name, os.getpid()), True]
             pending.missing -= 1
             if pending.missing == 0:
                 self._dep_ready(pending)
@@ -212,10 +228,12 @@ class Submitter:
 
     def _finish(self, pending: _PendingTask) -> None:
         if pending.error is not None and not pending.creation:
-            # An argument failed: so do the task's returns, and it never runs.
+            # An argument failed: so do the task's returns, and it never runs. As in
+            # Ray, the error names this task and says why, its cause the root cause.
             self.owner.untrack(pending.spec[P.T_ID])
+            blob = S.dumps_arg_error(pending.error, pending.spec[P.T_NAME], os.getpid())
             for oid in pending.returns:
-                self.owner.resolve(oid, ERROR, pending.error, None)
+                self.owner.resolve(oid, ERROR, blob, None)
             return
         self._send(pending.spec, pending.creation)
 

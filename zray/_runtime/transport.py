@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import enum
 import os
+import select
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -269,12 +270,25 @@ class Transport:
             self.on_start()
             self._loop(node)
         except Exception as exc:  # a bug here would hang every get(): make it loud
+            if self._node_stopping():
+                os._exit(1)   # (as at the life pipe's end below): nobody to tell, nothing to say
             _log.exception("runtime I/O thread failed")
             self.on_failure(exc)
         finally:
             self.on_close()
             node.close()
             self.ctx.term()
+
+    def _node_stopping(self) -> bool:
+        """This worker's I/O thread failed: True if its node is stopping (the life pipe
+        ends within the node's stop time). A driver that exits right after starting
+        actors stops its node while their workers start: the session directory, where a
+        worker binds its socket, was gone, and each such worker printed two tracebacks."""
+        if self.life_fd is None:
+            return False
+        ends = select.poll()
+        ends.register(self.life_fd, select.POLLIN)
+        return bool(ends.poll(CONFIG.stop_grace_s * 2 * 1000))
 
     def _loop(self, node: zmq.Socket) -> None:
         timeout = None

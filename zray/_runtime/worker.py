@@ -22,6 +22,7 @@ from .. import _serialization as S
 from .._context import TaskContext, set_context
 from .._log import get_logger
 from .._logs import LogFiles
+from .._metrics import REGISTRY as METRICS
 from ..exceptions import RaySystemError, TaskCancelledError
 from .actor_host import ActorHost
 from .endpoint import is_direct
@@ -37,6 +38,7 @@ class TaskWorker:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
         self.ex = Executor(rt, self._emit, self._emit_item)
+        rt.submitter.children = {}   # (what each task submits: cancelled with it)
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
         # While the running task blocks in get(), tasks queued behind it go back to
         # the node (they may be what it waits for); guarded with the inbox.
@@ -81,6 +83,10 @@ class TaskWorker:
             main = threading.main_thread().ident
             assert main is not None   # it runs the task: it has started
             signal.pthread_kill(main, signal.SIGUSR1)
+        # And what it submitted (it may be blocked on them), as Ray's recursive cancel.
+        children = self.rt.submitter.children
+        for child in children.pop(task_id, ()) if children is not None else ():
+            self.rt.cancel(child, False)
 
     def on_shutdown(self) -> None:
         self.inbox.put(STOP)
@@ -118,6 +124,8 @@ class TaskWorker:
                                     lambda: self.ex.function(spec[P.T_FUNC]))
         finally:
             self.rt.owner.block_hook = None
+            if self.rt.submitter.children:
+                self.rt.submitter.children.pop(spec[P.T_ID], None)
             flush_output()  # while the context still names the task: "(f pid=..) tail"
             set_context(None)
 
@@ -176,6 +184,7 @@ def main(address: str, node_id: bytes, worker_id: bytes, actor_id: bytes | None,
     finally:
         flush_output()
         EVENTS.flush()
+        METRICS.flush(rt)   # (zray.util.metrics recorded since the last send, if any)
         rt.stop()
 
 

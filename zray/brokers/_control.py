@@ -164,7 +164,9 @@ class ControlStore:
         node = self.by_ident.get(ident)
         actor["node_id"] = node.node_id.hex() if node else None
         info = f[2] if type(f[2]) is dict else {}
-        for field, kind in (("class_name", str), ("pid", int)):   # shown by the dashboard
+        for field, kind in (("class_name", str), ("pid", int), ("job_id", str),
+                            ("is_detached", bool), ("required_resources", dict),
+                            ("placement_group_id", str)):   # the dashboard, zray.util.state
             if type(info.get(field)) is kind:
                 actor[field] = info[field]
         if f[1] == "RESTARTING":

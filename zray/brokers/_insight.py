@@ -8,6 +8,8 @@ from typing import Any
 
 from .. import dashboard
 from .._log import get_logger
+from . import _state_calls
+from ._app_metrics import AppMetrics
 from ._control import ControlStore
 from ._history import TaskHistory, chrome_trace
 
@@ -19,6 +21,7 @@ class Insight:
         self.store = store
         self.session_dir = session_dir
         self.history = TaskHistory()
+        self.app_metrics = AppMetrics(session_dir)   # zray.util.metrics, for /metrics
         self.address = ""                 # the head's, once it serves
         self.dashboard_fd = dashboard_fd
         self.server: Any = None
@@ -27,12 +30,14 @@ class Insight:
         self.log = get_logger("head")
         store.add_calls({"timeline": self._timeline, "dashboard_url": lambda args: self.url,
                          "tasks": self._tasks, "task_summary": lambda args: self.history.summary()})
+        store.add_calls(_state_calls.calls(self))   # zray.util.state's get_actor, get_task...
 
     # -- the head's loop -------------------------------------------------------------
     def on_task_events(self, ident: bytes, f: list) -> None:
         node = self.store.by_ident.get(ident)
         if node is not None:   # (else a node that did not say hello: nothing to file it under)
-            self.history.add(node.node_id.hex(), f[0], f[1])
+            batches = self.app_metrics.take(node.node_id.hex(), node.ip, f[0])
+            self.history.add(node.node_id.hex(), batches, f[1])
 
     def start(self, address: str) -> None:
         """The head serves at `address`: start the dashboard, if it has a socket."""

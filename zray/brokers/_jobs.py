@@ -1,10 +1,13 @@
 """A node's drivers, watched: a job ends when its driver says so (JOB_END, at
 shutdown) or its process ends (a pidfd in the node's poller), and then its
 non-detached actors and its queued tasks end on every node of the cluster (as in Ray:
-an actor lives no longer than its job, unless lifetime="detached")."""
+an actor lives no longer than its job, unless lifetime="detached"). Likewise a process's
+non-detached actors end when it dies (an actor lives no longer than its owner)."""
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 from typing import Any
 
 from .. import _protocol as P
@@ -47,6 +50,8 @@ class Jobs:
             os.close(fd)
         job_id = self._job.pop(ident, None)
         self.n.clients.drivers.pop(ident, None)
+        for wid in self.n.sched.leases_of(ident):   # (running its tasks, or idle)
+            self.n._do(self.n.sched.unlease(wid, time.monotonic(), kill=True))
         self.n.objects.process_gone(ident)   # (what it borrowed is released)
         if job_id is None or job_id in self.ended:
             return
@@ -71,8 +76,30 @@ class Jobs:
             spec = actor.spec
             if not spec[P.A_DETACHED] and _job_of(spec[P.A_JOB]) == job_id:
                 self.n._do(mailboxes.kill(aid, True, why))
-        dropped = self.n.sched.tasks.drop_queued_specs(lambda s: _job_of(s[P.T_JOB]) == job_id)
+        of_job: Callable[[list], bool] = lambda s: _job_of(s[P.T_JOB]) == job_id  # noqa: E731
+        dropped = self.n.sched.tasks.drop_queued_specs(of_job)
         self.n._do([(FAIL, spec, UNSCHEDULABLE, why) for spec in dropped])
+        self.n._do(self.n.sched.tasks.kill_running(of_job))   # (as Ray: not left running)
+
+    def owner_gone(self, ident: bytes) -> None:
+        """A process of this node died (`ident`): the non-detached actors it created end
+        with it, here and on the other nodes (as in Ray, an actor lives no longer than
+        its owner: an actor's children die with it)."""
+        self.n.cluster.to_other_nodes(ident, P.encode(P.OWNER_GONE, ident))
+        self._end_owned(ident)
+
+    def on_owner_gone(self, ident: bytes, f: list) -> None:
+        """OWNER_GONE relayed by another node (a client cannot send it itself)."""
+        if self.n.cluster.relayed and type(f[0]) is bytes:
+            self._end_owned(f[0])
+
+    def _end_owned(self, owner: bytes) -> None:
+        why = "its owner (the process that created it) died"
+        mailboxes = self.n.sched.mailboxes
+        for aid, actor in list(mailboxes.actors.items()):
+            spec = actor.spec
+            if spec[P.A_OWNER] == owner and not spec[P.A_DETACHED]:
+                self.n._do(mailboxes.kill(aid, True, why))
 
     def close(self) -> None:
         for fd in self._fds:

@@ -16,8 +16,11 @@ from typing import Any
 import zmq
 
 from .. import _protocol as P
+from ._transfer import MAX_FRAMES
 
 _NOBLOCK = int(zmq.NOBLOCK)
+# [peer, dest, header] and a CHUNK's frames of bytes after them
+_FRAME_COUNTS = tuple(range(3, 4 + MAX_FRAMES))
 
 
 class NodeLinks:
@@ -83,16 +86,16 @@ class NodeLinks:
         sock.send_multipart([ident, header])
         return True
 
-    def to_node(self, node_id: bytes, header: bytes, payload: Any = None) -> bool:
-        """Send a message to node `node_id` itself (with a payload frame: a chunk of a
-        segment); False if it is unknown or dead."""
+    def to_node(self, node_id: bytes, header: bytes, frames: list | None = None) -> bool:
+        """Send a message to node `node_id` itself (with frames of bytes after it, sent
+        without a copy: a chunk of a segment); False if it is unknown or dead."""
         sock = self._sock(node_id)
         if sock is None:
             return False
-        if payload is None:
+        if frames is None:
             sock.send_multipart([b"", header])
         else:
-            sock.send_multipart([b"", header, payload], copy=False)
+            sock.send_multipart([b"", header, *frames], copy=False)
         return True
 
     def _sock(self, node_id: bytes) -> zmq.Socket | None:
@@ -117,19 +120,20 @@ class NodeLinks:
              handle: Callable[[bytes, int, list, Any], None]) -> None:
         """What other nodes sent: deliver(dest, header) a message for a local client (not
         decoded here: the client decodes it), handle(peer node id, type, fields, payload)
-        one for this node (payload: the frame after the header, or None)."""
-        def on_frames(peer: bytes, dest: bytes, header: bytes, payload: Any = None) -> None:
+        one for this node (payload: the zmq.Frames after the header, or None)."""
+        def on_frames(peer: bytes, dest: bytes, header: bytes, *payload: Any) -> None:
             if len(peer) != 17 or peer[:1] != b"P":
                 raise P.ProtocolError("not a node's link")
             if dest:
-                if not self.is_local(dest) or payload is not None:
+                if not self.is_local(dest) or payload:
                     raise P.ProtocolError("a message for a client of another node")
                 deliver(dest, header)
             else:
                 mtype, fields = P.decode(header)
-                handle(peer[1:], mtype, fields, payload)
+                handle(peer[1:], mtype, fields, payload or None)
         if self.public is not None:
-            P.drain(self.public, on_frames, self.log, frames=(3, 4), raw=True, payload_at=3)
+            P.drain(self.public, on_frames, self.log, frames=_FRAME_COUNTS, raw=True,
+                    payload_at=3)
 
     def close(self) -> None:
         for sock in self._socks.values():

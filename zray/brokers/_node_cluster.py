@@ -11,6 +11,7 @@ waits until this node pulled it (_transfer), in order with what follows it.
 """
 from __future__ import annotations
 
+import functools
 import pickle
 from typing import Any
 
@@ -43,7 +44,8 @@ class NodeCluster:
         self._overflow_paused_until = 0.0
         self.done_placed: list[bytes] = []             # of those, done since the last heartbeat
         self.transfers = Transfers(node.store_prefix, node.store, self._node_of_prefix,
-                                   self._to_node, node.log, self._other_nodes)
+                                   self._to_node, node.log, self._other_nodes,
+                                   encrypted=node.keys is not None)
 
     def _other_nodes(self) -> list[bytes]:
         return [nid for nid, (_a, alive) in self.n.links.table.items()
@@ -219,7 +221,7 @@ class NodeCluster:
     def _on_relay(self, client: bytes, header: bytes) -> None:
         inner, fields = P.decode(header)
         if inner not in (P.SUBMIT, P.LOOKUP, P.KILL_ACTOR, P.RELEASE_ACTOR, P.CANCEL, P.LOG,
-                         P.JOB_END):
+                         P.JOB_END, P.OWNER_GONE):
             raise ProtocolError(f"{P.NAMES[inner]} is not relayed between nodes")
         names: list = []
         if inner == P.SUBMIT and _MARK in header and type(fields[0]) is list:
@@ -280,7 +282,10 @@ class NodeCluster:
                 "died.", actor_id.hex()))
             self.n.directory.remember_death(actor_id, blob)
             for client in callers:
-                self.n._send(client, P.ACTOR_ADDR, actor_id, "LOST", "", blob)
+                # After the replies held for it here (pulls of the values they name, which
+                # may go on from a copy): a finished call's value is lost, not its actor.
+                self.transfers.when_here(client, [], functools.partial(
+                    self.n._send, client, P.ACTOR_ADDR, actor_id, "LOST", "", blob))
 
     # -- scheduling strategies: what this node spills, keeps or fails --------------
     def spill_or_keep(self, specs: list) -> list:
@@ -371,7 +376,7 @@ class NodeCluster:
 
     def on_unreserve(self, mtype: int, f: list) -> None:
         """A placement group was removed: its bundles' resources go back to the node,
-        its actors here end and its queued tasks fail (running tasks finish)."""
+        its actors here end, its queued tasks fail and its running ones are killed."""
         held = self.bundles.pop(f[0], None) if type(f[0]) is bytes else None
         if held is None:
             return
@@ -389,4 +394,6 @@ class NodeCluster:
         self.n._do([(FAIL, spec, UNSCHEDULABLE, why)
                     for spec in self.n.sched.tasks.drop_queued(lambda r: any(
                         k.endswith(hex_id) for k in r))])
+        self.n._do(self.n.sched.tasks.kill_running(
+            lambda spec: any(k.endswith(hex_id) for k in spec[P.T_RES])))
         self.n._do(self.n.sched.tasks.schedule())

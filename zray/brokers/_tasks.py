@@ -81,6 +81,10 @@ class Tasks:
         return self.schedule()
 
     def _now_idle(self, w: Worker, now: float) -> None:
+        # Work goes to the most recently idle worker (idle.pop(), as Ray's worker pool):
+        # a trickle of tasks stays on a warm worker, which has imported what they use
+        # (numpy: 70-200 ms, once per worker; taken in turn, every worker paid it), and
+        # the extra workers idle until reaped. idle[0] stays the longest idle (reap_idle).
         w.state = WState.IDLE
         w.idle_since = now
         self.idle.append(w.id)
@@ -159,7 +163,7 @@ class Tasks:
             if queue:
                 res = queue[0][P.T_RES]
                 while queue and self.idle and self.res.fits(res):
-                    wid = self.idle.popleft()
+                    wid = self.idle.pop()   # the most recently idle: see _now_idle
                     dispatch[wid] = self._lease_tasks(self.workers[wid], queue, res)
             if not queue:
                 del self.queues[shape]
@@ -272,13 +276,24 @@ class Tasks:
         self._requeue(w, list(w.tasks))
         return [(KILL, wid), (FAIL, spec, CANCELLED, "")] + self.schedule()
 
+    def kill_running(self, which: Callable[[list], bool]) -> list:
+        """Kill the workers running the tasks `which(spec)` picks (their job ended, their
+        placement group was removed): those fail, the tasks queued behind go back."""
+        acts: list = []
+        for task_id, wid in list(self.running.items()):
+            w = self.workers.get(wid)
+            spec = w.tasks.get(task_id) if w is not None else None
+            if spec is not None and task_id in self.running and which(spec):
+                acts.extend(self.cancel(task_id, True))
+        return acts
+
     # -- leases: a client sends tasks to a worker directly (Ray's direct task transport)
     def lease(self, client: bytes, res: dict) -> bytes | None:
         """Lease an idle worker to `client` for tasks needing `res`, if one is free now
         and nothing queued here waits for those resources; else None."""
         if not self.idle or self.queued or not self.res.fits(res) or res.get("GPU"):
             return None
-        wid = self.idle.popleft()
+        wid = self.idle.pop()   # the most recently idle: see _now_idle
         w = self.workers[wid]
         w.gpus = self.res.take(res)
         w.held, w.state, w.leased_to = res, WState.BUSY, client

@@ -4,6 +4,7 @@ warning its owner, until a node that fits joins. Run as `python -m zray.brokers.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import signal
 import sys
@@ -17,6 +18,7 @@ from .._keys import ZapHandler, serve, warn_insecure
 from .._keys import load as load_keys
 from .._log import get_logger
 from .._object_store import STORED
+from .._resource_text import describe
 from .._session import tell_ready
 from ..exceptions import ProtocolError
 from ._control import ControlStore
@@ -82,9 +84,12 @@ class HeadBroker:
             else:
                 self.sock.bind(self.address)
         except zmq.ZMQError as exc:
-            # The session is already gone (a driver that stopped before this head came
-            # up, on a loaded machine): nothing to serve.
-            self.log.info("session gone before the head broker started", error=str(exc))
+            # The session may be gone already (a driver that stopped before this head
+            # came up, on a loaded machine): nothing to serve, and nothing to say on
+            # that driver's terminal, where the line logged here went.
+            if os.path.isdir(self.session_dir):
+                self.log.warning("the head broker cannot listen", address=self.address,
+                                 error=str(exc))
             self.sock.close()
             if self.zap is not None:
                 self.zap.close()
@@ -380,11 +385,13 @@ class HeadBroker:
             self._send(owner[0], P.WARN, owner[1], (
                 f"The {what} waits for its placement group {group}, which is not created yet "
                 f"(its bundles do not fit the cluster's free resources; the largest node "
-                f"offers {total}), or the bundle it asks for cannot hold {res}."))
+                f"offers {describe(total)}), or the bundle it asks for cannot hold "
+                f"{describe(res)}."))
             return
         missing = {k: v for k, v in res.items() if total.get(k, 0) < v}
-        msg = (f"The {what} cannot be scheduled: it needs {res} but no node has {missing} "
-               f"(the largest node offers {total}). It stays pending until a node that fits joins.")
+        msg = (f"The {what} cannot be scheduled: it needs {describe(res)} but no node has "
+               f"{describe(missing)} (the largest node offers {describe(total)}). It stays "
+               "pending until a node that fits joins.")
         self._send(owner[0], P.WARN, owner[1], msg)
 
     def _retry_infeasible(self) -> None:

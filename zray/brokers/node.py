@@ -25,6 +25,7 @@ from .._node_resources import with_defaults
 from .._object_store import session_tag, sweep
 from .._session import tell_ready, write_node_info
 from ..exceptions import ProtocolError
+from . import _node_views
 from . import _scheduling as S
 from ._clients import Clients
 from ._directory import ActorDirectory
@@ -85,7 +86,7 @@ class NodeBroker:
             P.LEASE: self._on_lease, P.UNLEASE: self._on_unlease, P.CANCEL: self._on_cancel,
             P.KILL_ACTOR: self._on_kill_actor, P.RELEASE_ACTOR: self._on_release_actor,
             P.LOG: self._on_log, P.HEAD_CALL: self._on_head_call, P.STATS: self._on_stats,
-            P.HELLO: self._on_hello, P.SHUTDOWN: self._on_shutdown,
+            P.HELLO: self._on_hello, P.SHUTDOWN: self._on_shutdown, P.OWNER_GONE: self.jobs.on_owner_gone,
             P.TASK_EVENTS: self._on_task_events, P.JOB_END: self.jobs.on_job_end,
             P.ITEMS: self.objects.on_items, P.GEN_ACK: self.objects.on_gen_ack,
         }
@@ -230,7 +231,7 @@ class NodeBroker:
             self._to_head(P.TASK_EVENTS, *report)
 
     def _on_task_events(self, ident: bytes, f: list) -> None:
-        if ident in self.clients.wid_of:
+        if ident in self.clients.wid_of or ident in self.clients.drivers:   # (drivers: metrics)
             self.events.from_worker(f[0], f[1])
 
     # -- file descriptors: zygote replies, worker exits, parent exit ---------------
@@ -254,6 +255,7 @@ class NodeBroker:
             for leased in self.sched.leases_of(ident):
                 self._do(self.sched.unlease(leased, time.monotonic()))
             self.objects.process_gone(ident)
+            self.jobs.owner_gone(ident)
         client = self.sched.leased_to(wid)
         if client is not None:
             self._send(client, P.LEASE_LOST, wid)
@@ -333,7 +335,8 @@ class NodeBroker:
         # The head hears of it at once (not only once it is alive), so that a node asked
         # about it by a client that got its handle early can find it.
         aid = spec[P.A_ID]
-        self._to_head(P.ACTOR_EVENT, aid, "PENDING", {"class_name": spec[P.A_CLASS_NAME]})
+        self._to_head(P.ACTOR_EVENT, aid, "PENDING", {"class_name": spec[P.A_CLASS_NAME],
+                                                      **_node_views.actor_facts(spec)})
         self._do(self.sched.create_actor(spec))
         # It lives here now: what other nodes sent about it ahead of it is for it.
         self.cluster.arrived(aid)
@@ -381,10 +384,11 @@ class NodeBroker:
             self._do(self.sched.release_actor(f[0], bool(f[1])))
 
     def _on_log(self, ident: bytes, f: list) -> None:
-        """A worker's output: to this node's drivers, and (once) to the other nodes' (a
-        driver sees what its tasks print wherever they run)."""
+        """A worker's output: to this node's drivers of its job, and (once) to the other
+        nodes' (a driver sees what its tasks print wherever they run, and only that)."""
+        job = f[3]
         for d, info in self.clients.drivers.items():
-            if info.get("log_to_driver", True):
+            if info.get("log_to_driver", True) and (not job or info.get("job_id") == job):
                 self._send(d, P.LOG, *f)
         if not self.cluster.relayed:
             self.cluster.to_other_nodes(b"", P.encode(P.LOG, *f))
@@ -393,6 +397,8 @@ class NodeBroker:
         if f[2] == "node.list_objects":
             self.stats.start(ident, f[1], self.clients.processes(), time.monotonic(),
                              CONFIG.memory_stats_timeout_s)
+        elif f[2] == "node.list_workers":   # (zray.util.state.list_workers, list_jobs)
+            self._send(ident, P.HEAD_REPLY, ident, f[1], True, _node_views.workers(self))
         else:
             self._to_head(P.HEAD_CALL, ident, f[1], f[2], f[3])
 
@@ -408,7 +414,7 @@ class NodeBroker:
         if not isinstance(info, dict):
             raise ProtocolError("HELLO info must be a map")
         if kind == "driver":
-            self.clients.driver(ident, pid, info)
+            self.clients.driver(ident, pid, {**info, "job_id": _job_id})
             self.jobs.watch(ident, pid, _job_id)
         elif kind == "worker":
             if not self.sched.has_worker(info.get("worker_id")):
@@ -418,7 +424,7 @@ class NodeBroker:
         self._send(ident, P.WELCOME, self.node_id, {
             "node_id": self.node_id.hex(), "session_dir": self.session_dir, "pid": os.getpid(),
             "resources": self.resources, "address": self.address,
-            "store_capacity": self.store.capacity})
+            "store_capacity": self.store.capacity, "ip": self.node_ip})
         if kind == "worker":
             self.procs.started(info["worker_id"])
             self._do(self.sched.worker_ready(info["worker_id"], time.monotonic()))

@@ -11,11 +11,14 @@ name prefixed zray_, so that Prometheus (and Grafana on top) can scrape the head
     zray_object_store_used_bytes{node_id}               and _capacity_bytes,
     zray_object_store_spilled_bytes{node_id}            _spilled_objects
     zray_node_tasks_queued{node_id}, zray_node_workers{node_id}
+    ray_<name>[_total|_bucket|_sum|_count]{WorkerId,NodeAddress,...,tags}   the
+                                                        application's (zray.util.metrics)
 """
 from __future__ import annotations
 
 from typing import Any
 
+from ..brokers._app_metrics import sample
 from . import api
 
 __all__ = ["CONTENT_TYPE", "render"]
@@ -37,8 +40,8 @@ class _Out:
         self.lines.append(f"# TYPE {name} {kind}")
         for labels, value in samples:
             text = ",".join(f'{k}="{_label(v)}"' for k, v in labels.items())
-            self.lines.append(f"{name}{{{text}}} {float(value):g}" if text
-                              else f"{name} {float(value):g}")
+            self.lines.append(f"{name}{{{text}}} {sample(value)}" if text
+                              else f"{name} {sample(value)}")
 
 
 def render(head: Any) -> str:
@@ -60,6 +63,9 @@ def render(head: Any) -> str:
     out.family("zray_actors", "gauge", "Actors by state.",
                [({"state": s}, sum(a["state"] == s for a in actors)) for s in api.ACTOR_STATES])
     _node_families(out, [n for n in nodes if n["alive"]])
+    app = getattr(head, "app_metrics", None)   # zray.util.metrics' (ray_<name>)
+    if app is not None:
+        out.lines += app.prometheus()
     return "\n".join(out.lines) + "\n"
 
 

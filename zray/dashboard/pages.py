@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import quote
 
 from .. import _logs
+from .._resource_text import SIZES, amount, shown, size
 from . import api
 from .stream import task_stream
 
@@ -21,7 +22,7 @@ NAV = [("/", "Cluster"), ("/tasks", "Tasks"), ("/actors", "Actors"), ("/objects"
 
 
 def _mib(n: Any) -> str:
-    return f"{(n or 0) / 2**20:,.1f} MiB"
+    return size(n or 0)   # (as zray status and the warnings write sizes: 7.06GiB)
 
 
 def _num(v: Any) -> str:
@@ -53,10 +54,11 @@ def _state(s: str) -> str:
     return f'<span class="state {escape(s.lower())}">{escape(s)}</span>'
 
 
-def _bar(used: float, total: float) -> str:
+def _bar(used: float, total: float, key: str = "") -> str:
     pct = 0 if not total else min(100.0, 100.0 * used / total)
-    return (f'<span class="bar"><span style="width:{pct:.0f}%"></span></span> '
-            f'{_num(used)} / {_num(total)}')
+    text = (f"{amount(key, used)} / {amount(key, total)}" if key in SIZES
+            else f"{_num(used)} / {_num(total)}")
+    return f'<span class="bar"><span style="width:{pct:.0f}%"></span></span> {text}'
 
 
 def _card(label: str, value: str, cls: str = "") -> str:
@@ -87,8 +89,9 @@ def nodes_table(head: Any, q: dict) -> str:
     rows = []
     for n in api.nodes(head):
         total, used = n["resources_total"], n["resources_used"]
-        res = "<br>".join(f"{escape(k)} {_bar(used.get(k, 0), v)}" for k, v in sorted(total.items())
-                          if k in ("CPU", "GPU") or not k.endswith("memory"))
+        # (the object store has a column of its own; the scheduler's own keys are left out)
+        res = "<br>".join(f"{escape(k)} {_bar(used.get(k, 0), v, k)}" for k, v in sorted(total.items())
+                          if shown(k) and k != "object_store_memory")
         st = n["object_store"]
         load = n["load"]
         rows.append([

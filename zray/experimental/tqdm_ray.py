@@ -65,7 +65,7 @@ def _send(state: dict) -> None:
     who = ctx.prefix_name if ctx is not None else "worker"
     state["node"] = rt.node_id.hex()[:12]
     rt.send(P.LOG, f"({who} pid={state['pid']})",
-            _progress.MAGIC + json.dumps(state, separators=(",", ":")), False)
+            _progress.MAGIC + json.dumps(state, separators=(",", ":")), False, rt.job_id or b"")
 
 
 class tqdm:

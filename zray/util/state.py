@@ -1,40 +1,27 @@
-"""What the cluster holds: list_objects(), list_nodes(), list_actors(),
-list_named_actors() and memory_summary() (as ray.util.state)."""
+"""What the cluster holds (as ray.util.state): objects, nodes, tasks, named actors and
+memory_summary() here; actors, placement groups, workers and jobs in _state_views."""
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["StateRow", "list_actors", "list_named_actors", "list_nodes", "list_objects",
-           "list_tasks", "memory_summary", "summarize_tasks"]
+from ._state_rows import DEFAULT_LIMIT, StateRow
+from ._state_rows import filtered as _filtered
+from ._state_views import (
+    get_actor,
+    get_job,
+    get_placement_group,
+    get_worker,
+    list_actors,
+    list_jobs,
+    list_placement_groups,
+    list_workers,
+    summarize_actors,
+)
 
-# Ray's state API returns at most 100 rows unless told otherwise.
-DEFAULT_LIMIT = 100
-# The id of an actor is the id of the lifetime token its handles share (a task id and
-# the return index 0xFFFFFFFF, P.object_id): a row of list_objects with such an id is
-# a holder of an actor's handle.
-_ACTOR_SUFFIX = "ffffffff"
-
-
-class StateRow(dict):
-    """One row of a state listing: a dict whose keys are also attributes (Ray's
-    ActorState/NodeState allow both `row.state` and `row["state"]`)."""
-
-    def __getattr__(self, key: str) -> Any:
-        try:
-            return self[key]
-        except KeyError:
-            raise AttributeError(key) from None
-
-    def asdict(self) -> dict:
-        return dict(self)
-
-
-def _filtered(rows: list, filters: list[tuple[str, str, Any]] | None) -> list:
-    for key, op, value in filters or []:
-        if op not in ("=", "!="):
-            raise ValueError(f"filter operator must be '=' or '!=', got {op!r}")
-        rows = [r for r in rows if (str(r.get(key)) == str(value)) == (op == "=")]
-    return rows
+__all__ = ["StateRow", "get_actor", "get_job", "get_node", "get_objects", "get_placement_group",
+           "get_task", "get_worker", "list_actors", "list_jobs", "list_named_actors", "list_nodes",
+           "list_objects", "list_placement_groups", "list_tasks", "list_workers",
+           "memory_summary", "summarize_actors", "summarize_objects", "summarize_tasks"]
 
 
 def _rows() -> tuple[list[dict], dict]:
@@ -97,18 +84,75 @@ def list_tasks(*, filters: list[tuple[str, str, Any]] | None = None, limit: int 
     FAILED), type, actor_id, node_id, worker_pid, start_time_ms, end_time_ms,
     error_message."""
     from .._context import runtime_or_init
-    rows = []
-    for task_id, name, actor_id, state, start, end, pid, node_id, error in \
-            runtime_or_init().head_call("tasks", [max(limit, 1) * 4 if filters else max(limit, 1)]):
-        rows.append(StateRow(
-            task_id=task_id.hex() if type(task_id) is bytes else task_id, name=name,
-            func_or_class_name=name, state=state,
-            type="ACTOR_TASK" if actor_id else "NORMAL_TASK",
-            actor_id=actor_id.hex() if type(actor_id) is bytes else None, node_id=node_id,
-            worker_pid=pid or None, error_message=error or None,
-            start_time_ms=int(start * 1000) if start else None,
-            end_time_ms=int(end * 1000) if end else None))
+    rows = [task_row(*rec) for rec in runtime_or_init().head_call(
+        "tasks", [max(limit, 1) * 4 if filters else max(limit, 1)])]
     return _filtered(rows, filters)[:limit]
+
+
+def task_row(task_id: Any, name: str, actor_id: Any, state: str, start: Any, end: Any, pid: int,
+             node_id: str, error: str) -> StateRow:
+    """A record of the head's task history as a row of list_tasks()."""
+    return StateRow(
+        task_id=task_id.hex() if type(task_id) is bytes else task_id, name=name,
+        func_or_class_name=name, state=state, type="ACTOR_TASK" if actor_id else "NORMAL_TASK",
+        actor_id=actor_id.hex() if type(actor_id) is bytes else None, node_id=node_id,
+        worker_pid=pid or None, error_message=error or None,
+        start_time_ms=int(start * 1000) if start else None,
+        end_time_ms=int(end * 1000) if end else None)
+
+
+def get_task(id: Any, **_: Any) -> StateRow | None:
+    """The task (or actor call) with this hex id, or whose return this ObjectRef is, as
+    the head's task history has it last; None if it is not (or no longer) there."""
+    from .._context import runtime_or_init
+    from .._object_ref import ObjectRef
+    task_id = bytes.fromhex(id.task_id()) if isinstance(id, ObjectRef) else _hex_id(id, "task")
+    rec = runtime_or_init().head_call("state_task", [task_id])
+    return task_row(*rec) if rec else None
+
+
+def get_node(id: str, **_: Any) -> StateRow | None:
+    """The node with this hex id (alive or dead), or None."""
+    _hex_id(id, "node")
+    return next((r for r in list_nodes(limit=10**9) if r.node_id == id), None)
+
+
+def get_objects(id: str, **_: Any) -> list[dict]:
+    """The rows of list_objects() of the object with this hex id (one per holder)."""
+    _hex_id(id, "object")
+    return list_objects(filters=[("object_id", "=", id)])
+
+
+def summarize_objects(**_: Any) -> dict:
+    """The objects of this node's processes, counted (as Ray's summarize_objects() with
+    call sites off): how many, their size, the processes and nodes holding them, their
+    task states and reference types."""
+    rows = list_objects(limit=10**9)
+    size_mb = sum(r["object_size"] or 0 for r in rows) / 2**20
+    group = {"total_objects": len(rows), "total_size_mb": size_mb,
+             "total_num_workers": len({(r["node_id"], r["pid"]) for r in rows}),
+             "total_num_nodes": len({r["node_id"] for r in rows}),
+             "task_state_counts": _counts(r["task_status"] for r in rows),
+             "ref_type_counts": _counts(r["reference_type"] for r in rows)}
+    return {"cluster": {"summary": {"disabled": group} if rows else {},
+                        "total_objects": len(rows), "total_size_mb": size_mb,
+                        "callsite_enabled": False, "summary_by": "callsite"}}
+
+
+def _counts(values: Any) -> dict:
+    out: dict = {}
+    for v in values:
+        out[v] = out.get(v, 0) + 1
+    return out
+
+
+def _hex_id(value: Any, what: str) -> bytes:
+    if not isinstance(value, str):
+        raise TypeError(f"{what} id must be a hex string, got {type(value).__name__} {value!r}")
+    try:
+        return bytes.fromhex(value)
+    except ValueError:
+        raise ValueError(f"{what} id must be a hex string, got {value!r}") from None
 
 
 def summarize_tasks(**_: Any) -> dict:
@@ -133,43 +177,6 @@ def list_named_actors(all_namespaces: bool = False) -> list:
     if all_namespaces:
         return [{"name": name, "namespace": ns} for ns, name in found]
     return list(found)
-
-
-def list_actors(*, filters: list[tuple[str, str, Any]] | None = None, limit: int = DEFAULT_LIMIT,
-                detail: bool = False, **_: Any) -> list[StateRow]:
-    """The actors the driver can see, with Ray's columns (actor_id, class_name, state,
-    name, ray_namespace, node_id, pid, ...): every named actor of any namespace (state
-    ALIVE: the head says it is not dead), and every actor this process created or a
-    process of this node holds a handle to (state UNKNOWN, class_name None: the head
-    keeps the state, node and death cause of every actor but gives no list of them yet,
-    so dead actors, pids and nodes are not listed)."""
-    from .. import _serialization as S
-    from .._context import runtime_or_init
-    rt = runtime_or_init()
-    found: dict[str, StateRow] = {}
-    for entry in list_named_actors(all_namespaces=True):
-        try:
-            handle = S.loads(rt.head_call("get_actor", [entry["name"], entry["namespace"]]))
-        except ValueError:
-            continue   # it died since it was listed
-        aid = handle._actor_id.hex()
-        found[aid] = _actor_row(aid, "ALIVE", handle._meta["class_name"], entry["name"],
-                                entry["namespace"])
-        del handle
-    held = [r["object_id"] for r in _rows()[0] if r["object_id"].endswith(_ACTOR_SUFFIX)]
-    with rt.owner.table.lock:     # the tokens of the actors this process created
-        held += [oid.hex() for oid, e in rt.owner.table.entries.items() if e.actor]
-    for aid in held:
-        if aid not in found:
-            found[aid] = _actor_row(aid, "UNKNOWN", None, None, None)
-    return _filtered(list(found.values()), filters)[:limit]
-
-
-def _actor_row(actor_id: str, state: str, class_name: str | None, name: str | None,
-               namespace: str | None) -> StateRow:
-    return StateRow(actor_id=actor_id, class_name=class_name, state=state, job_id=None,
-                    name=name or "", node_id=None, pid=0, ray_namespace=namespace,
-                    death_cause=None, is_detached=None)
 
 
 def memory_summary() -> str:
