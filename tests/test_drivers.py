@@ -231,7 +231,19 @@ def test_a_driver_sees_the_output_of_its_own_jobs_tasks_only(shared, tmp_path, c
     ready, go = tmp_path / "ready", tmp_path / "go"
     script = tmp_path / "other.py"
     script.write_text(textwrap.dedent(f"""
-        import os, time, zray
+        import os, sys, threading, time, zray
+
+        class Seen:   # (the driver prints its tasks' lines through sys.stdout)
+            def __init__(self, out):
+                self.out, self.end = out, threading.Event()
+            def write(self, text):
+                if "other-job-end" in text:
+                    self.end.set()
+                return self.out.write(text)
+            def __getattr__(self, name):
+                return getattr(self.out, name)
+
+        sys.stdout = seen = Seen(sys.stdout)
         zray.init(address={address!r})
 
         @zray.remote
@@ -245,7 +257,9 @@ def test_a_driver_sees_the_output_of_its_own_jobs_tasks_only(shared, tmp_path, c
         while not os.path.exists({str(go)!r}) and time.monotonic() < deadline:
             time.sleep(0.02)
         assert zray.get(say.remote("other-job-end"), timeout=30)
-        time.sleep(0.3)   # (its own last line arrives; a stray one would too)
+        # Its own last line has arrived: a stray line of the other job, sent before the
+        # go, would be here by now (the node sends each line to every driver in turn).
+        assert seen.end.wait(30)
         zray.shutdown()
     """))
     other = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,

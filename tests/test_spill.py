@@ -44,7 +44,13 @@ def spilled() -> list[str]:
 
 
 def shm_bytes() -> int:
-    return sum(os.path.getsize(os.path.join(SHM_DIR, n)) for n in in_shm())
+    total = 0
+    for n in in_shm():   # (the spill thread may unlink one between listdir and stat)
+        try:
+            total += os.path.getsize(os.path.join(SHM_DIR, n))
+        except FileNotFoundError:
+            pass
+    return total
 
 
 @pytest.fixture

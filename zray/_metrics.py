@@ -17,29 +17,26 @@ from __future__ import annotations
 import bisect
 import os
 import threading
-import time
 from typing import Any
 
 from . import _context
 from . import _protocol as P
-from ._config import CONFIG
+from ._batching import Batched
 
 __all__ = ["COUNTER", "GAUGE", "HISTOGRAM", "REGISTRY", "Registry"]
 
 COUNTER, GAUGE, HISTOGRAM = "counter", "gauge", "histogram"
 
 
-class Registry:
+class Registry(Batched):
     def __init__(self) -> None:
+        super().__init__("zray-metrics")
         self.lock = threading.Lock()
         self.defs: dict[str, list] = {}          # name -> [kind, help, tag_keys, bounds]
         self.values: dict[tuple, Any] = {}       # (name, kind, tag values) -> value
         self.dirty: set[tuple] = set()           # keys changed since the last send
         self.sent_to: Any = None                 # the runtime the last send went to
         self.empty_rows = P.pack_rows([])
-        self._wake = threading.Event()
-        self._armed = False
-        self._thread: threading.Thread | None = None
 
     def define(self, name: str, kind: str, description: str, tag_keys: tuple,
                boundaries: list | None) -> None:
@@ -67,24 +64,10 @@ class Registry:
             self._arm()
 
     def _arm(self) -> None:
-        self._armed = True
-        if self._thread is None:
-            with self.lock:
-                if self._thread is None:
-                    self._thread = threading.Thread(target=self._sender, name="zray-metrics",
-                                                    daemon=True)
-                    self._thread.start()
-        self._wake.set()
+        self._start()   # (no thread until a metric records)
+        super()._arm()
 
-    # -- the sender thread ---------------------------------------------------------
-    def _sender(self) -> None:
-        while True:
-            self._wake.wait()
-            self._wake.clear()
-            time.sleep(CONFIG.task_events_s)
-            self._armed = False   # before the flush: what is recorded after arms again
-            self.flush()
-
+    # -- the sender thread (Batched) ------------------------------------------------
     def flush(self, rt: Any = None) -> None:
         """Send the series that changed to this process's node (also at its exit)."""
         rt = rt if rt is not None else _context.runtime()

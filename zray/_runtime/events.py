@@ -22,6 +22,7 @@ from typing import Any
 
 from .. import _protocol as P
 from .. import _serialization as S
+from .._batching import Batched
 from .._config import CONFIG
 
 __all__ = ["EVENTS", "TaskEvents"]
@@ -34,8 +35,9 @@ _ID, _NAME, _ACTOR, _STATUS, _PAYLOAD, _ERROR = (P.T_ID, P.T_NAME, P.T_ACTOR, P.
 _now = time.time
 
 
-class TaskEvents:
+class TaskEvents(Batched):
     def __init__(self) -> None:
+        super().__init__("zray-events")
         self.on = False                   # set by start(): only a worker records
         self._running: dict[bytes, tuple] = {}   # task_id -> (spec, start)
         self._told: set[bytes] = set()    # running tasks already sent as RUNNING
@@ -44,8 +46,6 @@ class TaskEvents:
         # sender turns it into text).
         self._done: deque = deque(maxlen=100_000)
         self._failed: deque = deque(maxlen=1000)
-        self._armed = False
-        self._wake = threading.Event()
         self._send: Callable[..., None] = lambda *a: None
         self._info: dict = {}
         self._pending: Callable[[], int] = lambda: 0
@@ -59,7 +59,7 @@ class TaskEvents:
         self._send, self._pending = send, pending
         self._info = {"pid": os.getpid(), "actor_id": actor_id}
         self.on = True
-        threading.Thread(target=self._sender, name="zray-events", daemon=True).start()
+        self._start()
 
     # -- the threads that run tasks (~0.6 us a task) ----------------------------------
     def started(self, spec: list) -> None:
@@ -92,19 +92,7 @@ class TaskEvents:
             if not self._armed:
                 self._arm()
 
-    def _arm(self) -> None:
-        self._armed = True
-        self._wake.set()
-
-    # -- the sender thread ---------------------------------------------------------
-    def _sender(self) -> None:
-        while True:
-            self._wake.wait()
-            self._wake.clear()
-            time.sleep(CONFIG.task_events_s)
-            self._armed = False   # before the flush: what is recorded after arms again
-            self.flush()
-
+    # -- the sender thread (Batched) --------------------------------------------------
     def flush(self) -> None:
         """Send what was recorded since the last send (also at the worker's exit)."""
         if not self.on:

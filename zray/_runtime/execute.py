@@ -15,7 +15,7 @@ from .._context import ActorExit
 from ..exceptions import ObjectStoreFullError, RaySystemError, TaskCancelledError
 from .events import EVENTS
 from .runtime import Runtime
-from .streams import Producers
+from .streams import NONE_BLOB, Producers
 from .submit import fill_slots
 
 __all__ = ["STOP", "ActorExit", "Executor", "adopt_job", "flush_output"]
@@ -128,7 +128,7 @@ class Executor:
         nret, name = spec[P.T_NRET], spec[P.T_NAME]
         if nret < 0:   # a generator's end (its items went out as they came)
             self.producers.end(spec)
-            return P.ok_result(spec, [_NONE], None)
+            return P.ok_result(spec, [NONE_BLOB], None)
         values = _returns(result, nret, name)
         if isinstance(values, BaseException):
             return P.error_result(spec, S.dumps_error(values, name, os.getpid()))
@@ -144,9 +144,6 @@ class Executor:
             blobs.append(blob)
             contained.append(self.rt.owner.hold_pairs(refs) if refs else None)
         return P.ok_result(spec, blobs, contained if any(contained) else None)
-
-
-_NONE = S.dumps(None)[0]
 
 
 def _returns(result: Any, nret: int, name: str) -> list | BaseException:

@@ -18,14 +18,11 @@ from .._log import get_logger
 from .._object_ref import ObjectRef
 from .._object_store import STORE
 from ..exceptions import GetTimeoutError, ObjectLostError, ObjectStoreFullError
-from .streams import Streams
+from .streams import NONE_BLOB, Streams
 from .table import ERROR, PENDING, READY, ObjectTable, Waiter
 from .transport import Op, Transport
 
 _log = get_logger("owner")
-
-
-_NONE = S.dumps(None)[0]
 
 
 def _wire(state: int) -> int:
@@ -214,10 +211,8 @@ class Owner:
         if not stream.dynamic:   # its completed(): None once it ran, raised or not (as Ray)
             if ok:
                 return False
-            self.resolve(P.object_id(task_id, 0), READY, _NONE, None, owned=True)
+            self.resolve(P.object_id(task_id, 0), READY, NONE_BLOB, None, owned=True)
             return True
-        if ok and r[P.R_PAYLOAD] and type(r[P.R_PAYLOAD][0]) is list:
-            STORE.free(r[P.R_PAYLOAD][0])   # (the task's own return: None, never stored)
         blob, held = self.streams.dynamic_value(stream)
         self.resolve(P.object_id(task_id, 0), READY, blob, held, owned=True)
         return True

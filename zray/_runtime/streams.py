@@ -32,6 +32,7 @@ from .._object_store import STORE
 from ..exceptions import ObjectStoreFullError
 from .table import ERROR, PENDING, READY
 
+NONE_BLOB = S.dumps(None)[0]   # a generator task's own return (its completed() value)
 END = b"zray-end-of-stream"   # the data of the ref after the last item (never unpickled)
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from ._state_rows import DEFAULT_LIMIT, Filters, StateRow
 from ._state_rows import filtered as _filtered
 
-__all__ = ["get_actor", "get_job", "get_placement_group", "get_worker", "list_actors",
+__all__ = ["get_actor", "get_job", "get_placement_group", "get_worker", "hex_id", "list_actors",
            "list_jobs", "list_placement_groups", "list_workers", "summarize_actors"]
 # zray's actor states as Ray names them (PENDING: not yet created).
 _ACTOR_STATES = {"PENDING": "PENDING_CREATION"}
@@ -20,7 +20,8 @@ def _head(op: str, args: list, timeout: float = 30) -> Any:
     return runtime_or_init().head_call(op, args, timeout=timeout)
 
 
-def _id(value: Any, what: str) -> bytes:
+def hex_id(value: Any, what: str) -> bytes:
+    """The bytes of an id given as hex (TypeError / ValueError naming `what`)."""
     if not isinstance(value, str):
         raise TypeError(f"{what} id must be a hex string, got {type(value).__name__} {value!r}")
     try:
@@ -56,7 +57,7 @@ def list_actors(*, filters: Filters = None, limit: int = DEFAULT_LIMIT, detail: 
 
 def get_actor(id: str, **_: Any) -> StateRow | None:
     """The actor with this hex id, or None."""
-    _id(id, "actor")
+    hex_id(id, "actor")
     return next((r for r in _actor_rows() if r.actor_id == id), None)
 
 
@@ -94,7 +95,7 @@ def list_placement_groups(*, filters: Filters = None, limit: int = DEFAULT_LIMIT
 
 def get_placement_group(id: str, **_: Any) -> StateRow | None:
     """The placement group with this hex id, or None."""
-    g = _head("pg_table", [_id(id, "placement group")])
+    g = _head("pg_table", [hex_id(id, "placement group")])
     return _group_row(g) if g else None
 
 
@@ -123,7 +124,7 @@ def list_workers(*, filters: Filters = None, limit: int = DEFAULT_LIMIT, detail:
 
 def get_worker(id: str, **_: Any) -> StateRow | None:
     """The driver or worker of the caller's node with this worker id, or None."""
-    _id(id, "worker")
+    hex_id(id, "worker")
     return next((r for r in list_workers(limit=10**9) if r.worker_id == id), None)
 
 
@@ -152,5 +153,5 @@ def list_jobs(*, filters: Filters = None, limit: int = DEFAULT_LIMIT, detail: bo
 
 def get_job(id: str, **_: Any) -> StateRow | None:
     """The running job with this hex id (of a driver on the caller's node), or None."""
-    _id(id, "job")
+    hex_id(id, "job")
     return next((r for r in list_jobs(limit=10**9) if r.job_id == id), None)

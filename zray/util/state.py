@@ -11,6 +11,7 @@ from ._state_views import (
     get_job,
     get_placement_group,
     get_worker,
+    hex_id,
     list_actors,
     list_jobs,
     list_placement_groups,
@@ -106,20 +107,20 @@ def get_task(id: Any, **_: Any) -> StateRow | None:
     the head's task history has it last; None if it is not (or no longer) there."""
     from .._context import runtime_or_init
     from .._object_ref import ObjectRef
-    task_id = bytes.fromhex(id.task_id()) if isinstance(id, ObjectRef) else _hex_id(id, "task")
+    task_id = bytes.fromhex(id.task_id()) if isinstance(id, ObjectRef) else hex_id(id, "task")
     rec = runtime_or_init().head_call("state_task", [task_id])
     return task_row(*rec) if rec else None
 
 
 def get_node(id: str, **_: Any) -> StateRow | None:
     """The node with this hex id (alive or dead), or None."""
-    _hex_id(id, "node")
+    hex_id(id, "node")
     return next((r for r in list_nodes(limit=10**9) if r.node_id == id), None)
 
 
 def get_objects(id: str, **_: Any) -> list[dict]:
     """The rows of list_objects() of the object with this hex id (one per holder)."""
-    _hex_id(id, "object")
+    hex_id(id, "object")
     return list_objects(filters=[("object_id", "=", id)])
 
 
@@ -144,15 +145,6 @@ def _counts(values: Any) -> dict:
     for v in values:
         out[v] = out.get(v, 0) + 1
     return out
-
-
-def _hex_id(value: Any, what: str) -> bytes:
-    if not isinstance(value, str):
-        raise TypeError(f"{what} id must be a hex string, got {type(value).__name__} {value!r}")
-    try:
-        return bytes.fromhex(value)
-    except ValueError:
-        raise ValueError(f"{what} id must be a hex string, got {value!r}") from None
 
 
 def summarize_tasks(**_: Any) -> dict:
